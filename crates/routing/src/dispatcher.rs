@@ -1,0 +1,288 @@
+//! [`Dispatcher`]: one routing decision, end to end, and the accounting that
+//! follows it until the request ends.
+//!
+//! ```text
+//! route(req) ─▶ View{eligible, loads, directory overlap (lazy, once)} ─▶ Policy::pick
+//!            ─▶ account: in-flight += 1, pending prefill += uncached tokens,
+//!                        directory.record_routed (predicted mode), policy.on_routed
+//!            ─▶ Routed { decision, guard }
+//! guard.first_token()  ─▶ pending prefill −= uncached tokens
+//! guard.finish(outcome) or drop(guard) ─▶ in-flight −= 1, policy.on_completed
+//! ```
+//!
+//! The guard is the only way load goes down, and dropping it is enough: a
+//! stream cut by the client, a backend error, a timeout, a panic unwinding
+//! through a task all end the request exactly once (tower's
+//! `PendingRequests` pattern). The live router and the simulator both route
+//! through this type, so their accounting cannot drift apart.
+
+use crate::instance::{EngineGauges, Instance, InstanceState, InstanceTable};
+use kvroute_core::{
+    BlockHash, Clock, ClusterView, Completion, Decision, InstanceId, InstanceLoad, Nanos, Outcome,
+    Overlap, PickError, Policy, RouteRequest,
+};
+use kvroute_directory::{Directory, Mode};
+use parking_lot::RwLock;
+use std::cell::OnceCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Routes requests with one policy over one instance table and directory.
+#[derive(Debug)]
+pub struct Dispatcher {
+    policy: Arc<dyn Policy>,
+    directory: Arc<Directory>,
+    clock: Arc<dyn Clock>,
+    table: RwLock<InstanceTable>,
+}
+
+/// A routing decision and the guard that accounts for the request until it ends.
+#[derive(Debug)]
+pub struct Routed {
+    /// What the policy decided (with `cached_blocks` filled from the directory).
+    pub decision: Decision,
+    /// Ends the request's accounting when finished or dropped.
+    pub guard: InflightGuard,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no instances yet.
+    pub fn new(policy: Box<dyn Policy>, directory: Arc<Directory>, clock: Arc<dyn Clock>) -> Self {
+        Dispatcher {
+            policy: Arc::from(policy),
+            directory,
+            clock,
+            table: RwLock::new(InstanceTable::default()),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Add an instance (healthy) and return its id. Ids are never reused.
+    pub fn add_instance(&self, name: impl Into<String>) -> InstanceId {
+        let mut t = self.table.write();
+        let id = InstanceId(t.all.len() as u32);
+        t.all.push(Arc::new(Instance::new(id, name.into())));
+        t.refresh_eligible();
+        id
+    }
+
+    /// Change an instance's state. Removing it also clears its directory entries.
+    pub fn set_state(&self, id: InstanceId, state: InstanceState) -> bool {
+        let mut t = self.table.write();
+        let Some(inst) = t.get(id) else {
+            return false;
+        };
+        if inst.state() == InstanceState::Removed {
+            return false;
+        }
+        inst.set_state(state);
+        t.refresh_eligible();
+        drop(t);
+        if state == InstanceState::Removed {
+            self.directory.clear(self.clock.now(), id);
+        }
+        true
+    }
+
+    /// Record the engine's gauges for `id` (from a metrics poll).
+    pub fn update_gauges(&self, id: InstanceId, gauges: EngineGauges) {
+        if let Some(i) = self.table.read().get(id) {
+            i.set_gauges(gauges);
+        }
+    }
+
+    /// Run `f` over the instance table (metrics, admin API).
+    pub fn with_table<R>(&self, f: impl FnOnce(&InstanceTable) -> R) -> R {
+        f(&self.table.read())
+    }
+
+    /// An instance by id.
+    pub fn instance(&self, id: InstanceId) -> Option<Arc<Instance>> {
+        self.table.read().get(id).cloned()
+    }
+
+    /// Route `req` among all eligible instances.
+    pub fn route(&self, req: &RouteRequest) -> Result<Routed, PickError> {
+        self.route_excluding(req, &[])
+    }
+
+    /// Route `req`, never to one of `exclude` (instances that already failed it).
+    pub fn route_excluding(
+        &self,
+        req: &RouteRequest,
+        exclude: &[InstanceId],
+    ) -> Result<Routed, PickError> {
+        let now = self.clock.now();
+        let table = self.table.read();
+        let filtered: Vec<InstanceId>;
+        let eligible: &[InstanceId] = if exclude.is_empty() {
+            &table.eligible
+        } else {
+            filtered = table.eligible.iter().copied().filter(|i| !exclude.contains(i)).collect();
+            &filtered
+        };
+        let view = View {
+            table: &table,
+            eligible,
+            directory: &self.directory,
+            now,
+            prompt: &req.block_hashes,
+            prompt_overlap: OnceCell::new(),
+        };
+        let mut decision = self.policy.pick(req, &view)?;
+        let inst = table
+            .get(decision.instance)
+            .filter(|_| eligible.contains(&decision.instance))
+            .cloned()
+            .ok_or(PickError::NoInstance)?;
+        if decision.cached_blocks == 0 && !req.block_hashes.is_empty() {
+            decision.cached_blocks = view.prompt_overlap().get(decision.instance);
+        }
+        drop(view);
+        drop(table);
+
+        let cached_tokens = req.blocks_to_tokens(decision.cached_blocks);
+        let prefill = u64::from(req.prompt_tokens - cached_tokens);
+        inst.begin(prefill);
+        let c = &inst.counters;
+        c.routed.fetch_add(1, Ordering::Relaxed);
+        c.prompt_tokens.fetch_add(u64::from(req.prompt_tokens), Ordering::Relaxed);
+        c.predicted_cached_tokens.fetch_add(u64::from(cached_tokens), Ordering::Relaxed);
+        self.directory.record_routed(now, decision.instance, &req.block_hashes);
+        self.policy.on_routed(req, &decision);
+        Ok(Routed {
+            decision,
+            guard: InflightGuard {
+                policy: Arc::clone(&self.policy),
+                instance: inst,
+                request: req.id,
+                pending_prefill: prefill,
+                ended: false,
+            },
+        })
+    }
+
+    /// Set how `id`'s directory entries are fed.
+    pub fn set_directory_mode(&self, id: InstanceId, mode: Mode) {
+        self.directory.set_mode(id, mode);
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+}
+
+/// The request's share of an instance's load, released exactly once.
+#[derive(Debug)]
+pub struct InflightGuard {
+    policy: Arc<dyn Policy>,
+    instance: Arc<Instance>,
+    request: kvroute_core::RequestId,
+    pending_prefill: u64,
+    ended: bool,
+}
+
+impl InflightGuard {
+    /// The instance the request went to.
+    pub fn instance(&self) -> InstanceId {
+        self.instance.id()
+    }
+
+    /// The first token arrived: the prompt's prefill is no longer pending.
+    pub fn first_token(&mut self) {
+        let p = std::mem::take(&mut self.pending_prefill);
+        if p > 0 {
+            self.instance.prefill_done(p);
+        }
+    }
+
+    /// End the request with `outcome`.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.first_token();
+        self.instance.end();
+        let c = &self.instance.counters;
+        match outcome {
+            Outcome::Finished => &c.finished,
+            Outcome::Failed => &c.failed,
+            Outcome::Cancelled => &c.cancelled,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        self.policy.on_completed(&Completion {
+            request: self.request,
+            instance: self.instance.id(),
+            outcome,
+        });
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.end(Outcome::Cancelled);
+    }
+}
+
+/// The [`ClusterView`] a policy sees during one decision.
+struct View<'a> {
+    table: &'a InstanceTable,
+    eligible: &'a [InstanceId],
+    directory: &'a Directory,
+    now: Nanos,
+    prompt: &'a [BlockHash],
+    prompt_overlap: OnceCell<Overlap>,
+}
+
+impl View<'_> {
+    fn prompt_overlap(&self) -> &Overlap {
+        self.prompt_overlap
+            .get_or_init(|| self.directory.overlap(self.now, self.prompt))
+    }
+}
+
+impl ClusterView for View<'_> {
+    fn instances(&self) -> &[InstanceId] {
+        self.eligible
+    }
+
+    fn load(&self, id: InstanceId) -> InstanceLoad {
+        self.table.get(id).map(|i| i.load()).unwrap_or_default()
+    }
+
+    fn overlap(&self, hashes: &[BlockHash]) -> Overlap {
+        if std::ptr::eq(hashes, self.prompt) {
+            self.prompt_overlap().clone()
+        } else {
+            self.directory.overlap(self.now, hashes)
+        }
+    }
+
+    fn cached_blocks(&self, id: InstanceId) -> u64 {
+        self.directory.instance_blocks(id)
+    }
+
+    fn now(&self) -> Nanos {
+        self.now
+    }
+}
