@@ -24,11 +24,17 @@ fn bench_index(c: &mut Criterion) {
         ix.set_capacity(InstanceId(i), 1_000_000 / 16);
     }
     for _ in 0..(1_000_000 / PROMPT_BLOCKS) {
-        let chain: Vec<BlockHash> = (0..PROMPT_BLOCKS).map(|_| BlockHash(rng.next_u64())).collect();
+        let chain: Vec<BlockHash> = (0..PROMPT_BLOCKS)
+            .map(|_| BlockHash(rng.next_u64()))
+            .collect();
         ix.insert_chain(InstanceId(rng.below(16) as u32), &chain);
     }
     let chains: Vec<Vec<BlockHash>> = (0..512)
-        .map(|_| (0..PROMPT_BLOCKS).map(|_| BlockHash(rng.next_u64())).collect())
+        .map(|_| {
+            (0..PROMPT_BLOCKS)
+                .map(|_| BlockHash(rng.next_u64()))
+                .collect()
+        })
         .collect();
     g.throughput(Throughput::Elements(PROMPT_BLOCKS as u64));
     let mut k = 0;
@@ -69,7 +75,10 @@ fn bench_index(c: &mut Criterion) {
         g.bench_function(format!("{n}_instances_1M_blocks"), |b| {
             b.iter(|| {
                 i = (i + 1) % reqs.len();
-                black_box(f.directory.with_index(|ix| ix.match_prefix(&reqs[i].block_hashes)))
+                black_box(
+                    f.directory
+                        .with_index(|ix| ix.match_prefix(&reqs[i].block_hashes)),
+                )
             })
         });
     }

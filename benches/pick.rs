@@ -26,7 +26,9 @@ fn bench_pick(c: &mut Criterion) {
         let reqs = prompts(&f);
         let view = f.view();
         let mut group = c.benchmark_group(format!("pick/{n}"));
-        group.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+        group
+            .measurement_time(Duration::from_secs(2))
+            .warm_up_time(Duration::from_millis(500));
         for &name in POLICY_NAMES {
             let p = PolicyConfig::by_name(name).expect("registry name").build();
             let mut i = 0;
@@ -62,7 +64,12 @@ fn percentiles() {
             }
             samples.sort_by(f64::total_cmp);
             let q = |x: f64| samples[((samples.len() - 1) as f64 * x) as usize];
-            println!("| {n} | {name} | {:.2} | {:.2} | {:.2} |", q(0.5), q(0.99), q(0.999));
+            println!(
+                "| {n} | {name} | {:.2} | {:.2} | {:.2} |",
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
         }
     }
 }

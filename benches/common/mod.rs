@@ -39,7 +39,9 @@ impl Fixture {
                     .chain((32..PROMPT_BLOCKS).map(|_| BlockHash(rng.next_u64())))
                     .collect()
             } else {
-                (0..PROMPT_BLOCKS).map(|_| BlockHash(rng.next_u64())).collect()
+                (0..PROMPT_BLOCKS)
+                    .map(|_| BlockHash(rng.next_u64()))
+                    .collect()
             };
             directory.record_routed(Nanos::ZERO, inst, &chain);
             stored += chain.len();

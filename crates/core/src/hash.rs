@@ -128,9 +128,7 @@ impl BlockHasher {
                 buf.extend_from_slice(seed.as_bytes());
                 ChainDigest(Sha256::digest(&buf).into())
             }
-            HashAlgo::Xxh3 => {
-                ChainDigest::from_u64(xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
-            }
+            HashAlgo::Xxh3 => ChainDigest::from_u64(xxhash_rust::xxh3::xxh3_64(seed.as_bytes())),
         };
         let xxh_seed = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
         Ok(BlockHasher {
@@ -273,7 +271,8 @@ mod tests {
             let whole = h.hash_blocks(&toks);
             let first = h.chain_blocks(None, &toks[..8]);
             let rest = h.chain_blocks(first.last().copied(), &toks[8..]);
-            let joined: Vec<BlockHash> = first.iter().chain(&rest).map(|d| d.block_hash()).collect();
+            let joined: Vec<BlockHash> =
+                first.iter().chain(&rest).map(|d| d.block_hash()).collect();
             assert_eq!(whole, joined, "{algo}");
         }
     }
@@ -317,7 +316,10 @@ mod tests {
 
     #[test]
     fn zero_block_size_is_an_error() {
-        assert_eq!(BlockHasher::new(HashAlgo::Xxh3, 0).unwrap_err(), ZeroBlockSize);
+        assert_eq!(
+            BlockHasher::new(HashAlgo::Xxh3, 0).unwrap_err(),
+            ZeroBlockSize
+        );
         assert_eq!(
             "md5".parse::<HashAlgo>().unwrap_err().to_string(),
             "unknown block hash algorithm \"md5\" (expected \"sha256_cbor\" or \"xxh3\")"

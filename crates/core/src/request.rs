@@ -29,7 +29,9 @@ pub struct RouteRequest {
 impl RouteRequest {
     /// Tokens covered by the first `blocks` full blocks, capped at the prompt length.
     pub fn blocks_to_tokens(&self, blocks: u32) -> u32 {
-        blocks.saturating_mul(self.block_size).min(self.prompt_tokens)
+        blocks
+            .saturating_mul(self.block_size)
+            .min(self.prompt_tokens)
     }
 
     /// Fraction of the prompt covered by `blocks` cached blocks, in `0..=1`.

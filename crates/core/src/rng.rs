@@ -25,7 +25,11 @@ impl SeededRng {
 
     /// The next 64 random bits.
     pub fn next_u64(&self) -> u64 {
-        mix64(self.state.fetch_add(GOLDEN, Ordering::Relaxed).wrapping_add(GOLDEN))
+        mix64(
+            self.state
+                .fetch_add(GOLDEN, Ordering::Relaxed)
+                .wrapping_add(GOLDEN),
+        )
     }
 
     /// Uniform in `0..n` (`n > 0`), without modulo bias worth speaking of

@@ -13,7 +13,9 @@ fn every_fixture_hash_matches_vllm() {
     let mut checked = 0;
     for (n, line) in text.lines().enumerate() {
         let rec: serde_json::Value = serde_json::from_str(line).expect("fixture line is JSON");
-        let events = rec["batch"][1].as_array().expect("batch[1] is the event list");
+        let events = rec["batch"][1]
+            .as_array()
+            .expect("batch[1] is the event list");
         for ev in events {
             if ev["type"] != "BlockStored" {
                 continue;
@@ -28,9 +30,11 @@ fn every_fixture_hash_matches_vllm() {
                 .iter()
                 .map(|t| t.as_u64().expect("token id") as u32)
                 .collect();
-            let parent = ev["parent_block_hash"]
-                .as_u64()
-                .map(|p| *full.get(&p).unwrap_or_else(|| panic!("line {n}: unknown parent {p}")));
+            let parent = ev["parent_block_hash"].as_u64().map(|p| {
+                *full
+                    .get(&p)
+                    .unwrap_or_else(|| panic!("line {n}: unknown parent {p}"))
+            });
             let want: Vec<BlockHash> = ev["block_hashes"]
                 .as_array()
                 .expect("block_hashes")

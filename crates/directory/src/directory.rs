@@ -152,7 +152,11 @@ impl Directory {
 
     /// Where `id`'s entries come from.
     pub fn mode(&self, id: InstanceId) -> Mode {
-        self.modes.read().get(id.index()).copied().unwrap_or_default()
+        self.modes
+            .read()
+            .get(id.index())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Bound `id` to `blocks` entries (the engine's KV-cache size in blocks).
@@ -334,7 +338,13 @@ mod tests {
         };
         assert_eq!(d.apply(secs(0), A, ev).stored, 2);
         assert_eq!(d.overlap(secs(0), &hs(&[1, 2])).get(A), 2);
-        let rm = d.apply(secs(0), A, KvEvent::BlockRemoved { block_hashes: hs(&[2, 9]) });
+        let rm = d.apply(
+            secs(0),
+            A,
+            KvEvent::BlockRemoved {
+                block_hashes: hs(&[2, 9]),
+            },
+        );
         assert_eq!((rm.removed, rm.unknown_removed), (1, 1));
         assert_eq!(d.overlap(secs(0), &hs(&[1, 2])).get(A), 1);
         d.apply(secs(0), A, KvEvent::AllBlocksCleared);

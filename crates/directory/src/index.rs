@@ -43,8 +43,79 @@ struct Holder {
     node: u32,
 }
 
-/// Holders of one block, sorted by instance.
-type Holders = SmallVec<[Holder; 2]>;
+/// A block is held by this many instances before it also gets a bitset.
+const BITSET_ABOVE: usize = 24;
+/// ... and loses it again below this many (hysteresis).
+const BITSET_BELOW: usize = 12;
+
+/// The instances holding one block: a list sorted by instance (with each
+/// one's LRU node), plus a bitset once the block is widely shared (a system
+/// prompt held by hundreds of instances), so matching intersects words
+/// instead of walking long lists.
+#[derive(Debug, Clone, Default)]
+struct Holders {
+    list: SmallVec<[Holder; 2]>,
+    bits: Option<Box<[u64]>>,
+}
+
+impl Holders {
+    fn find(&self, id: InstanceId) -> Result<usize, usize> {
+        self.list.binary_search_by_key(&id, |h| h.instance)
+    }
+
+    fn contains(&self, id: InstanceId) -> bool {
+        match &self.bits {
+            Some(b) => bit(b, id),
+            None => self.find(id).is_ok(),
+        }
+    }
+
+    fn insert_at(&mut self, pos: usize, holder: Holder) {
+        self.list.insert(pos, holder);
+        match &mut self.bits {
+            Some(b) => {
+                if b.len() <= holder.instance.index() / 64 {
+                    let mut grown = vec![0u64; holder.instance.index() / 64 + 1];
+                    grown[..b.len()].copy_from_slice(b);
+                    *b = grown.into_boxed_slice();
+                }
+                b[holder.instance.index() / 64] |= 1 << (holder.instance.0 % 64);
+            }
+            None if self.list.len() > BITSET_ABOVE => {
+                let top = self.list.last().map_or(0, |h| h.instance.index());
+                let mut b = vec![0u64; top / 64 + 1];
+                for h in &self.list {
+                    b[h.instance.index() / 64] |= 1 << (h.instance.0 % 64);
+                }
+                self.bits = Some(b.into_boxed_slice());
+            }
+            None => {}
+        }
+    }
+
+    /// Remove `id`; returns its LRU node.
+    fn remove(&mut self, id: InstanceId) -> Option<u32> {
+        let pos = self.find(id).ok()?;
+        let node = self.list.remove(pos).node;
+        if self.list.len() < BITSET_BELOW {
+            self.bits = None;
+        } else if let Some(b) = &mut self.bits {
+            b[id.index() / 64] &= !(1 << (id.0 % 64));
+        }
+        Some(node)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+#[inline]
+fn bit(words: &[u64], id: InstanceId) -> bool {
+    words
+        .get(id.index() / 64)
+        .is_some_and(|w| w & (1 << (id.0 % 64)) != 0)
+}
 
 #[derive(Debug, Clone)]
 struct InstanceBlocks {
@@ -85,7 +156,9 @@ impl PrefixIndex {
 
     /// The capacity of `id`.
     pub fn capacity(&self, id: InstanceId) -> usize {
-        self.instances.get(id.index()).map_or(usize::MAX, |b| b.capacity)
+        self.instances
+            .get(id.index())
+            .map_or(usize::MAX, |b| b.capacity)
     }
 
     /// Record that `id` holds `hash`, making it most recently used.
@@ -93,11 +166,11 @@ impl PrefixIndex {
         self.ensure(id);
         let lru = &mut self.instances[id.index()].lru;
         let holders = self.blocks.entry(hash).or_default();
-        match holders.binary_search_by_key(&id, |h| h.instance) {
-            Ok(pos) => lru.touch(holders[pos].node),
+        match holders.find(id) {
+            Ok(pos) => lru.touch(holders.list[pos].node),
             Err(pos) => {
                 let node = lru.push_front(hash);
-                holders.insert(pos, Holder { instance: id, node });
+                holders.insert_at(pos, Holder { instance: id, node });
             }
         }
         self.enforce_capacity(id);
@@ -117,10 +190,9 @@ impl PrefixIndex {
         let Some(holders) = self.blocks.get_mut(&hash) else {
             return false;
         };
-        let Ok(pos) = holders.binary_search_by_key(&id, |h| h.instance) else {
+        let Some(node) = holders.remove(id) else {
             return false;
         };
-        let node = holders.remove(pos).node;
         if holders.is_empty() {
             self.blocks.remove(&hash);
         }
@@ -135,62 +207,91 @@ impl PrefixIndex {
         };
         let lru = std::mem::take(&mut inst.lru);
         for hash in lru.iter_lru() {
-            if let Some(holders) = self.blocks.get_mut(&hash) {
-                holders.retain(|h| h.instance != id);
-                if holders.is_empty() {
-                    self.blocks.remove(&hash);
-                }
-            }
+            self.forget(id, hash);
         }
     }
 
     /// For each instance, how many leading blocks of `hashes` it holds.
+    ///
+    /// While many instances are still matching (a shared system prompt), the
+    /// survivors are a bitset intersected word by word with each block's
+    /// holders; once few remain, a short list checked against each block.
     pub fn match_prefix(&self, hashes: &[BlockHash]) -> Overlap {
-        let mut out = vec![0u32; self.instances.len()];
+        let n = self.instances.len();
+        let mut out = vec![0u32; n];
         let Some(first) = hashes.first().and_then(|h| self.blocks.get(h)) else {
             return Overlap::from_dense(out);
         };
-        let mut alive: SmallVec<[InstanceId; 8]> = first.iter().map(|h| h.instance).collect();
-        let mut next: SmallVec<[InstanceId; 8]> = SmallVec::new();
-        for (depth, h) in hashes.iter().enumerate().skip(1) {
-            next.clear();
-            match self.blocks.get(h) {
-                None => {
-                    for &i in &alive {
-                        out[i.index()] = depth as u32;
-                    }
-                }
-                Some(holders) => {
-                    // Sorted merge: survivors go to `next`, the rest stop at `depth`.
-                    let mut j = 0;
-                    for &i in &alive {
-                        while j < holders.len() && holders[j].instance < i {
-                            j += 1;
-                        }
-                        if j < holders.len() && holders[j].instance == i {
-                            next.push(i);
-                        } else {
-                            out[i.index()] = depth as u32;
+        let mut depth = 1;
+        let mut alive: SmallVec<[InstanceId; 8]> = SmallVec::new();
+        if first.list.len() > BITSET_ABOVE {
+            // Wide phase: survivors as a bitset.
+            let words = n.div_ceil(64);
+            let mut cur: SmallVec<[u64; 16]> = SmallVec::from_elem(0, words);
+            let mut next: SmallVec<[u64; 16]> = SmallVec::from_elem(0, words);
+            for h in &first.list {
+                cur[h.instance.index() / 64] |= 1 << (h.instance.0 % 64);
+            }
+            let mut count = first.list.len();
+            while depth < hashes.len() && count > BITSET_ABOVE {
+                match self.blocks.get(&hashes[depth]) {
+                    None => next.iter_mut().for_each(|w| *w = 0),
+                    Some(Holders { bits: Some(b), .. }) => {
+                        for (w, x) in next.iter_mut().enumerate() {
+                            *x = cur[w] & b.get(w).copied().unwrap_or(0);
                         }
                     }
+                    Some(Holders { list, bits: None }) => {
+                        next.iter_mut().for_each(|w| *w = 0);
+                        for h in list {
+                            let (w, m) = (h.instance.index() / 64, 1u64 << (h.instance.0 % 64));
+                            next[w] |= cur[w] & m;
+                        }
+                    }
+                }
+                count = 0;
+                for w in 0..words {
+                    let mut dropped = cur[w] & !next[w];
+                    while dropped != 0 {
+                        out[w * 64 + dropped.trailing_zeros() as usize] = depth as u32;
+                        dropped &= dropped - 1;
+                    }
+                    count += next[w].count_ones() as usize;
+                }
+                std::mem::swap(&mut cur, &mut next);
+                depth += 1;
+            }
+            for (w, &word) in cur.iter().enumerate() {
+                let mut rest = word;
+                while rest != 0 {
+                    alive.push(InstanceId((w * 64) as u32 + rest.trailing_zeros()));
+                    rest &= rest - 1;
                 }
             }
-            std::mem::swap(&mut alive, &mut next);
-            if alive.is_empty() {
-                return Overlap::from_dense(out);
-            }
+        } else {
+            alive.extend(first.list.iter().map(|h| h.instance));
+        }
+        // Narrow phase: few survivors, each checked against each block.
+        while depth < hashes.len() && !alive.is_empty() {
+            let holders = self.blocks.get(&hashes[depth]);
+            alive.retain(|i| {
+                let keep = holders.is_some_and(|hs| hs.contains(*i));
+                if !keep {
+                    out[i.index()] = depth as u32;
+                }
+                keep
+            });
+            depth += 1;
         }
         for &i in &alive {
-            out[i.index()] = hashes.len() as u32;
+            out[i.index()] = depth as u32;
         }
         Overlap::from_dense(out)
     }
 
     /// Whether `id` holds `hash`.
     pub fn contains(&self, id: InstanceId, hash: BlockHash) -> bool {
-        self.blocks
-            .get(&hash)
-            .is_some_and(|hs| hs.binary_search_by_key(&id, |h| h.instance).is_ok())
+        self.blocks.get(&hash).is_some_and(|hs| hs.contains(id))
     }
 
     /// Blocks `id` holds.
@@ -221,9 +322,28 @@ impl PrefixIndex {
             .unwrap_or_default()
     }
 
+    fn forget(&mut self, id: InstanceId, hash: BlockHash) {
+        Self::forget_in(&mut self.blocks, id, hash);
+    }
+
+    /// Drop `id` from `hash`'s holders (its LRU node is the caller's business).
+    fn forget_in(
+        blocks: &mut HashMap<BlockHash, Holders, BuildMix>,
+        id: InstanceId,
+        hash: BlockHash,
+    ) {
+        if let Some(holders) = blocks.get_mut(&hash) {
+            holders.remove(id);
+            if holders.is_empty() {
+                blocks.remove(&hash);
+            }
+        }
+    }
+
     fn ensure(&mut self, id: InstanceId) {
         if self.instances.len() <= id.index() {
-            self.instances.resize_with(id.index() + 1, InstanceBlocks::default);
+            self.instances
+                .resize_with(id.index() + 1, InstanceBlocks::default);
         }
     }
 
@@ -234,12 +354,7 @@ impl PrefixIndex {
                 break;
             };
             self.evictions += 1;
-            if let Some(holders) = self.blocks.get_mut(&victim) {
-                holders.retain(|h| h.instance != id);
-                if holders.is_empty() {
-                    self.blocks.remove(&victim);
-                }
-            }
+            Self::forget_in(&mut self.blocks, id, victim);
         }
     }
 }
@@ -280,6 +395,32 @@ mod tests {
         ix.set_capacity(A, 1);
         assert_eq!(ix.lru_order(A), vec![h(4)]);
         assert_eq!(ix.distinct_blocks(), 1);
+    }
+
+    #[test]
+    fn widely_shared_blocks_match_through_the_bitset() {
+        let mut ix = PrefixIndex::new();
+        for i in 0..100 {
+            ix.insert_chain(InstanceId(i), &[h(1), h(2)]);
+            if i % 3 == 0 {
+                ix.insert(InstanceId(i), h(3));
+            }
+            if i % 30 == 0 {
+                ix.insert(InstanceId(i), h(4));
+            }
+        }
+        assert!(ix.blocks[&h(1)].bits.is_some());
+        assert!(ix.blocks[&h(4)].bits.is_none());
+        let m = ix.match_prefix(&[h(1), h(2), h(3), h(4), h(5)]);
+        for i in 0..100 {
+            let want = if i % 30 == 0 { 4 } else if i % 3 == 0 { 3 } else { 2 };
+            assert_eq!(m.get(InstanceId(i)), want, "instance {i}");
+        }
+        for i in 0..95 {
+            ix.clear(InstanceId(i));
+        }
+        assert!(ix.blocks[&h(1)].bits.is_none(), "bitset dropped when few remain");
+        assert_eq!(ix.match_prefix(&[h(1), h(2)]).get(InstanceId(99)), 2);
     }
 
     #[test]

@@ -68,8 +68,13 @@ mod tests {
             .with_matched(0, 3)
             .with_matched(2, 5)
             .with_inflight(2, 50);
-        let d = CacheAffinity::default().pick(&RouteRequest::default(), &v).unwrap();
-        assert_eq!((d.instance, d.cached_blocks, d.reason), (InstanceId(2), 5, Reason::CacheHit));
+        let d = CacheAffinity::default()
+            .pick(&RouteRequest::default(), &v)
+            .unwrap();
+        assert_eq!(
+            (d.instance, d.cached_blocks, d.reason),
+            (InstanceId(2), 5, Reason::CacheHit)
+        );
     }
 
     #[test]
@@ -78,7 +83,9 @@ mod tests {
             .with_matched(0, 4)
             .with_matched(1, 4)
             .with_inflight(0, 2);
-        let d = CacheAffinity::default().pick(&RouteRequest::default(), &v).unwrap();
+        let d = CacheAffinity::default()
+            .pick(&RouteRequest::default(), &v)
+            .unwrap();
         assert_eq!(d.instance, InstanceId(1));
     }
 

@@ -101,7 +101,11 @@ impl Policy for DualMap {
         };
         let (ea, eb) = (estimate(first), estimate(second));
         let (ma, mb) = (overlap.get(first), overlap.get(second));
-        let affine = if ma > mb || (ma == mb && ea <= eb) { first } else { second };
+        let affine = if ma > mb || (ma == mb && ea <= eb) {
+            first
+        } else {
+            second
+        };
         let lighter = if ea <= eb { first } else { second };
         let (instance, reason) = if estimate(affine) > c.ttft_slo_secs && lighter != affine {
             (lighter, Reason::SloFallback)

@@ -51,9 +51,15 @@ mod tests {
 
     #[test]
     fn picks_fewest_inflight() {
-        let v = StaticView::idle(3).with_inflight(0, 2).with_inflight(1, 1).with_inflight(2, 5);
+        let v = StaticView::idle(3)
+            .with_inflight(0, 2)
+            .with_inflight(1, 1)
+            .with_inflight(2, 5);
         let p = LeastRequest::default();
-        assert_eq!(p.pick(&RouteRequest::default(), &v).unwrap().instance, InstanceId(1));
+        assert_eq!(
+            p.pick(&RouteRequest::default(), &v).unwrap().instance,
+            InstanceId(1)
+        );
     }
 
     #[test]
@@ -62,7 +68,11 @@ mod tests {
         let p = LeastRequest::default();
         let mut seen = [0; 3];
         for _ in 0..30 {
-            seen[p.pick(&RouteRequest::default(), &v).unwrap().instance.index()] += 1;
+            seen[p
+                .pick(&RouteRequest::default(), &v)
+                .unwrap()
+                .instance
+                .index()] += 1;
         }
         assert_eq!(seen, [10, 10, 10]);
     }

@@ -80,14 +80,19 @@ mod tests {
         let v = StaticView::idle(2).with_inflight(0, 9);
         let p = PowerOfTwo::new(&PowerOfTwoConfig::default());
         for _ in 0..50 {
-            assert_eq!(p.pick(&RouteRequest::default(), &v).unwrap().instance, InstanceId(1));
+            assert_eq!(
+                p.pick(&RouteRequest::default(), &v).unwrap().instance,
+                InstanceId(1)
+            );
         }
     }
 
     #[test]
     fn single_instance() {
         let p = PowerOfTwo::new(&PowerOfTwoConfig::default());
-        let d = p.pick(&RouteRequest::default(), &StaticView::idle(1)).unwrap();
+        let d = p
+            .pick(&RouteRequest::default(), &StaticView::idle(1))
+            .unwrap();
         assert_eq!((d.instance, d.reason), (InstanceId(0), Reason::OnlyChoice));
     }
 
@@ -97,7 +102,11 @@ mod tests {
         let v = StaticView::idle(8);
         let mut seen = [0; 8];
         for _ in 0..800 {
-            seen[p.pick(&RouteRequest::default(), &v).unwrap().instance.index()] += 1;
+            seen[p
+                .pick(&RouteRequest::default(), &v)
+                .unwrap()
+                .instance
+                .index()] += 1;
         }
         assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
     }

@@ -81,13 +81,20 @@ impl Policy for PrefixHash {
                 reason: Reason::LeastLoaded,
             });
         };
-        let total: u64 = ids.iter().map(|&i| u64::from(view.load(i).requests())).sum();
+        let total: u64 = ids
+            .iter()
+            .map(|&i| u64::from(view.load(i).requests()))
+            .sum();
         let bound = (self.config.load_factor.max(1.0) * (total + 1) as f64 / ids.len() as f64)
             .ceil() as u64;
         let fits = |id: InstanceId| u64::from(view.load(id).requests()) < bound;
 
         // Common case: the home instance has room. Only sort when it spills.
-        let home = ids.iter().copied().max_by_key(|&i| rendezvous(key, i)).ok_or(PickError::NoInstance)?;
+        let home = ids
+            .iter()
+            .copied()
+            .max_by_key(|&i| rendezvous(key, i))
+            .ok_or(PickError::NoInstance)?;
         if fits(home) {
             return Ok(Decision {
                 instance: home,
@@ -100,7 +107,11 @@ impl Policy for PrefixHash {
         ranked.sort_unstable_by(|a, b| b.cmp(a));
         // Some instance is always within the bound (the mean is below it), but
         // fall back to the home rather than trusting arithmetic on floats.
-        let instance = ranked.iter().map(|&(_, i)| i).find(|&i| fits(i)).unwrap_or(home);
+        let instance = ranked
+            .iter()
+            .map(|&(_, i)| i)
+            .find(|&i| fits(i))
+            .unwrap_or(home);
         Ok(Decision {
             instance,
             cached_blocks: 0,

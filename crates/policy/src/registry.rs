@@ -87,7 +87,9 @@ impl PolicyConfig {
     pub fn is_cache_aware(&self) -> bool {
         !matches!(
             self,
-            PolicyConfig::RoundRobin(_) | PolicyConfig::LeastRequest(_) | PolicyConfig::PowerOfTwo(_)
+            PolicyConfig::RoundRobin(_)
+                | PolicyConfig::LeastRequest(_)
+                | PolicyConfig::PowerOfTwo(_)
         )
     }
 
@@ -168,27 +170,46 @@ mod tests {
     #[test]
     fn spec_parameters() {
         let c = PolicyConfig::parse("weighted:alpha=2,beta=0.25, temperature=0.1").unwrap();
-        let PolicyConfig::Weighted(w) = c else { panic!("{c:?}") };
-        assert_eq!((w.alpha, w.beta, w.gamma, w.temperature), (2.0, 0.25, 0.1, 0.1));
-        assert!(matches!(PolicyConfig::parse("p2c"), Ok(PolicyConfig::PowerOfTwo(_))));
+        let PolicyConfig::Weighted(w) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (w.alpha, w.beta, w.gamma, w.temperature),
+            (2.0, 0.25, 0.1, 0.1)
+        );
+        assert!(matches!(
+            PolicyConfig::parse("p2c"),
+            Ok(PolicyConfig::PowerOfTwo(_))
+        ));
     }
 
     #[test]
     fn bad_specs_say_what_is_wrong() {
         let e = PolicyConfig::parse("fastest").unwrap_err().to_string();
-        assert!(e.contains("unknown policy \"fastest\"") && e.contains("weighted"), "{e}");
-        let e = PolicyConfig::parse("weighted:alpha").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown policy \"fastest\"") && e.contains("weighted"),
+            "{e}"
+        );
+        let e = PolicyConfig::parse("weighted:alpha")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key=value"), "{e}");
-        let e = PolicyConfig::parse("weighted:alhpa=1").unwrap_err().to_string();
+        let e = PolicyConfig::parse("weighted:alhpa=1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("alhpa"), "{e}");
-        let e = PolicyConfig::parse("weighted:alpha=high").unwrap_err().to_string();
+        let e = PolicyConfig::parse("weighted:alpha=high")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid parameters"), "{e}");
     }
 
     #[test]
     fn toml_table() {
         let c: PolicyConfig = toml::from_str("name = \"dualmap\"\nttft_slo_secs = 0.5\n").unwrap();
-        let PolicyConfig::DualMap(d) = c else { panic!() };
+        let PolicyConfig::DualMap(d) = c else {
+            panic!()
+        };
         assert_eq!(d.ttft_slo_secs, 0.5);
         assert_eq!(d.prefix_blocks, 4);
     }

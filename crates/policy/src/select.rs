@@ -44,7 +44,9 @@ pub(crate) fn argmin_from<K: PartialOrd>(
 
 /// The least-loaded eligible instance (ties rotate).
 pub(crate) fn least_loaded(view: &dyn ClusterView, rotor: &Rotor) -> Option<InstanceId> {
-    argmin_from(view.instances(), rotor.next(), |id| load_key(&view.load(id)))
+    argmin_from(view.instances(), rotor.next(), |id| {
+        load_key(&view.load(id))
+    })
 }
 
 #[cfg(test)]

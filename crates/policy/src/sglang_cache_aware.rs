@@ -117,16 +117,26 @@ mod tests {
 
     #[test]
     fn imbalance_overrides_cache() {
-        let v = StaticView::idle(2).with_matched(0, 10).with_inflight(0, 100).with_inflight(1, 10);
-        let d = SglangCacheAware::new(&Default::default()).pick(&req(), &v).unwrap();
+        let v = StaticView::idle(2)
+            .with_matched(0, 10)
+            .with_inflight(0, 100)
+            .with_inflight(1, 10);
+        let d = SglangCacheAware::new(&Default::default())
+            .pick(&req(), &v)
+            .unwrap();
         assert_eq!((d.instance, d.reason), (InstanceId(1), Reason::Rebalance));
     }
 
     #[test]
     fn both_thresholds_needed_for_imbalance() {
         // 100 vs 70: abs diff 30 < 64 → balanced, cache wins.
-        let v = StaticView::idle(2).with_matched(0, 10).with_inflight(0, 100).with_inflight(1, 70);
-        let d = SglangCacheAware::new(&Default::default()).pick(&req(), &v).unwrap();
+        let v = StaticView::idle(2)
+            .with_matched(0, 10)
+            .with_inflight(0, 100)
+            .with_inflight(1, 70);
+        let d = SglangCacheAware::new(&Default::default())
+            .pick(&req(), &v)
+            .unwrap();
         assert_eq!((d.instance, d.reason), (InstanceId(0), Reason::CacheHit));
     }
 
@@ -134,7 +144,9 @@ mod tests {
     fn low_match_goes_to_smallest_cache() {
         let mut v = StaticView::idle(3).with_matched(0, 2); // 32/160 = 0.2 < 0.3
         v.cached = vec![500, 100, 300];
-        let d = SglangCacheAware::new(&Default::default()).pick(&req(), &v).unwrap();
+        let d = SglangCacheAware::new(&Default::default())
+            .pick(&req(), &v)
+            .unwrap();
         assert_eq!((d.instance, d.reason), (InstanceId(1), Reason::CacheMiss));
     }
 }

@@ -89,19 +89,26 @@ impl Policy for Weighted {
         } else {
             Default::default()
         };
-        let max_reqs = ids.iter().map(|&i| view.load(i).requests()).max().unwrap_or(0);
+        let max_reqs = ids
+            .iter()
+            .map(|&i| view.load(i).requests())
+            .max()
+            .unwrap_or(0);
         let norm = f64::from(max_reqs.max(c.load_floor).max(1));
         let score = |id| {
             let l = view.load(id);
-            c.alpha * req.cached_fraction(overlap.get(id)) - c.beta * f64::from(l.requests()) / norm
+            c.alpha * req.cached_fraction(overlap.get(id))
+                - c.beta * f64::from(l.requests()) / norm
                 - c.gamma * l.kv_usage.clamp(0.0, 1.0)
         };
 
         let (instance, reason) = if c.temperature > 0.0 && ids.len() > 1 {
             let scores: Vec<f64> = ids.iter().map(|&i| score(i)).collect();
             let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> =
-                scores.iter().map(|s| ((s - top) / c.temperature).exp()).collect();
+            let weights: Vec<f64> = scores
+                .iter()
+                .map(|s| ((s - top) / c.temperature).exp())
+                .collect();
             let mut u = self.rng.unit() * weights.iter().sum::<f64>();
             let mut pick = ids[ids.len() - 1];
             for (&id, w) in ids.iter().zip(&weights) {
@@ -152,7 +159,10 @@ mod tests {
 
     #[test]
     fn cache_wins_when_load_is_close() {
-        let v = StaticView::idle(2).with_matched(1, 8).with_inflight(1, 3).with_inflight(0, 2);
+        let v = StaticView::idle(2)
+            .with_matched(1, 8)
+            .with_inflight(1, 3)
+            .with_inflight(0, 2);
         let d = weighted(1.0, 0.5, 0.0).pick(&req(), &v).unwrap();
         assert_eq!((d.instance, d.cached_blocks), (InstanceId(1), 8));
     }
@@ -168,13 +178,23 @@ mod tests {
     fn kv_usage_counts() {
         let mut v = StaticView::idle(2);
         v.loads[0].kv_usage = 0.9;
-        assert_eq!(weighted(1.0, 0.5, 1.0).pick(&req(), &v).unwrap().instance, InstanceId(1));
+        assert_eq!(
+            weighted(1.0, 0.5, 1.0).pick(&req(), &v).unwrap().instance,
+            InstanceId(1)
+        );
     }
 
     #[test]
     fn alpha_zero_is_a_load_balancer() {
-        let v = StaticView::idle(3).with_matched(0, 10).with_inflight(0, 5).with_inflight(1, 1).with_inflight(2, 4);
-        assert_eq!(weighted(0.0, 1.0, 0.0).pick(&req(), &v).unwrap().instance, InstanceId(1));
+        let v = StaticView::idle(3)
+            .with_matched(0, 10)
+            .with_inflight(0, 5)
+            .with_inflight(1, 1)
+            .with_inflight(2, 4);
+        assert_eq!(
+            weighted(0.0, 1.0, 0.0).pick(&req(), &v).unwrap().instance,
+            InstanceId(1)
+        );
     }
 
     #[test]
@@ -184,7 +204,9 @@ mod tests {
             ..Default::default()
         });
         let v = StaticView::idle(2).with_matched(1, 10);
-        let hits = (0..1000).filter(|_| p.pick(&req(), &v).unwrap().instance == InstanceId(1)).count();
+        let hits = (0..1000)
+            .filter(|_| p.pick(&req(), &v).unwrap().instance == InstanceId(1))
+            .count();
         assert!(hits > 900 && hits < 1000, "{hits}");
     }
 }

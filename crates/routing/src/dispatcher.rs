@@ -132,7 +132,12 @@ impl Dispatcher {
         let eligible: &[InstanceId] = if exclude.is_empty() {
             &table.eligible
         } else {
-            filtered = table.eligible.iter().copied().filter(|i| !exclude.contains(i)).collect();
+            filtered = table
+                .eligible
+                .iter()
+                .copied()
+                .filter(|i| !exclude.contains(i))
+                .collect();
             &filtered
         };
         let view = View {
@@ -160,9 +165,12 @@ impl Dispatcher {
         inst.begin(prefill);
         let c = &inst.counters;
         c.routed.fetch_add(1, Ordering::Relaxed);
-        c.prompt_tokens.fetch_add(u64::from(req.prompt_tokens), Ordering::Relaxed);
-        c.predicted_cached_tokens.fetch_add(u64::from(cached_tokens), Ordering::Relaxed);
-        self.directory.record_routed(now, decision.instance, &req.block_hashes);
+        c.prompt_tokens
+            .fetch_add(u64::from(req.prompt_tokens), Ordering::Relaxed);
+        c.predicted_cached_tokens
+            .fetch_add(u64::from(cached_tokens), Ordering::Relaxed);
+        self.directory
+            .record_routed(now, decision.instance, &req.block_hashes);
         self.policy.on_routed(req, &decision);
         Ok(Routed {
             decision,

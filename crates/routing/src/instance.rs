@@ -3,7 +3,6 @@
 //! always-fresh counts.
 
 use kvroute_core::{InstanceId, InstanceLoad, Nanos};
-use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -83,7 +82,12 @@ pub struct Instance {
     state: AtomicU8,
     inflight: AtomicU32,
     pending_prefill: AtomicU64,
-    gauges: Mutex<EngineGauges>,
+    /// Engine gauges, one atomic each: a reader may see fields from two
+    /// consecutive polls, which is harmless and keeps the hot path lock-free.
+    running: AtomicU32,
+    waiting: AtomicU32,
+    kv_usage_bits: AtomicU64,
+    observed_at: AtomicU64,
     /// Totals.
     pub counters: InstanceCounters,
 }
@@ -96,7 +100,10 @@ impl Instance {
             state: AtomicU8::new(InstanceState::Healthy.as_u8()),
             inflight: AtomicU32::new(0),
             pending_prefill: AtomicU64::new(0),
-            gauges: Mutex::new(EngineGauges::default()),
+            running: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            kv_usage_bits: AtomicU64::new(0f64.to_bits()),
+            observed_at: AtomicU64::new(0),
             counters: InstanceCounters::default(),
         }
     }
@@ -132,11 +139,20 @@ impl Instance {
 
     /// The engine's last gauges.
     pub fn gauges(&self) -> EngineGauges {
-        *self.gauges.lock()
+        EngineGauges {
+            running: self.running.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            kv_usage: f64::from_bits(self.kv_usage_bits.load(Ordering::Relaxed)),
+            observed_at: Nanos(self.observed_at.load(Ordering::Relaxed)),
+        }
     }
 
     pub(crate) fn set_gauges(&self, g: EngineGauges) {
-        *self.gauges.lock() = g;
+        self.running.store(g.running, Ordering::Relaxed);
+        self.waiting.store(g.waiting, Ordering::Relaxed);
+        self.kv_usage_bits
+            .store(g.kv_usage.to_bits(), Ordering::Relaxed);
+        self.observed_at.store(g.observed_at.0, Ordering::Relaxed);
     }
 
     /// The load a policy sees.
@@ -154,11 +170,13 @@ impl Instance {
 
     pub(crate) fn begin(&self, prefill_tokens: u64) {
         self.inflight.fetch_add(1, Ordering::AcqRel);
-        self.pending_prefill.fetch_add(prefill_tokens, Ordering::AcqRel);
+        self.pending_prefill
+            .fetch_add(prefill_tokens, Ordering::AcqRel);
     }
 
     pub(crate) fn prefill_done(&self, prefill_tokens: u64) {
-        self.pending_prefill.fetch_sub(prefill_tokens, Ordering::AcqRel);
+        self.pending_prefill
+            .fetch_sub(prefill_tokens, Ordering::AcqRel);
     }
 
     pub(crate) fn end(&self) {

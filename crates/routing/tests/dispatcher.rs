@@ -1,0 +1,138 @@
+//! The dispatcher's accounting: every path releases load exactly once, the
+//! directory learns from routing, and ineligible instances are never chosen.
+
+use kvroute_core::{BlockHash, InstanceId, ManualClock, Nanos, Outcome, RequestId, RouteRequest};
+use kvroute_directory::{Directory, Freshness, Mode};
+use kvroute_policy::PolicyConfig;
+use kvroute_routing::{Dispatcher, InstanceState};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+fn dispatcher(policy: &str, n: usize) -> Dispatcher {
+    let d = Dispatcher::new(
+        PolicyConfig::parse(policy).unwrap().build(),
+        Arc::new(Directory::new(Freshness::Live)),
+        Arc::new(ManualClock::new(Nanos::ZERO)),
+    );
+    for i in 0..n {
+        d.add_instance(format!("i{i}"));
+    }
+    d
+}
+
+fn req(id: u64, blocks: &[u64]) -> RouteRequest {
+    RouteRequest {
+        id: RequestId(id),
+        block_hashes: blocks.iter().map(|&b| BlockHash(b)).collect(),
+        block_size: 16,
+        prompt_tokens: blocks.len() as u32 * 16 + 5,
+        ..Default::default()
+    }
+}
+
+fn total_inflight(d: &Dispatcher) -> u32 {
+    d.with_table(|t| t.all().iter().map(|i| i.inflight()).sum())
+}
+
+fn total_pending(d: &Dispatcher) -> u64 {
+    d.with_table(|t| t.all().iter().map(|i| i.pending_prefill_tokens()).sum())
+}
+
+#[test]
+fn pending_prefill_is_released_at_first_token() {
+    let d = dispatcher("round_robin", 1);
+    let mut r = d.route(&req(1, &[1, 2])).unwrap();
+    assert_eq!(total_pending(&d), 37);
+    r.guard.first_token();
+    assert_eq!((total_pending(&d), total_inflight(&d)), (0, 1));
+    r.guard.finish(Outcome::Finished);
+    assert_eq!(total_inflight(&d), 0);
+    let c = &d.instance(InstanceId(0)).unwrap().counters;
+    assert_eq!(c.finished.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn second_turn_is_predicted_cached_and_charged_less() {
+    let d = dispatcher("cache_affinity", 3);
+    let a = d.route(&req(1, &[1, 2])).unwrap();
+    let b = d.route(&req(2, &[1, 2, 3])).unwrap();
+    assert_eq!(b.decision.instance, a.decision.instance);
+    assert_eq!(b.decision.cached_blocks, 2);
+    assert_eq!(total_pending(&d), 37 + 21);
+}
+
+#[test]
+fn load_only_decisions_still_report_predicted_cache() {
+    let d = dispatcher("round_robin", 1);
+    let _a = d.route(&req(1, &[1, 2])).unwrap();
+    assert_eq!(d.route(&req(2, &[1, 2])).unwrap().decision.cached_blocks, 2);
+}
+
+#[test]
+fn exact_mode_instances_learn_only_from_events() {
+    let d = dispatcher("cache_affinity", 1);
+    d.set_directory_mode(InstanceId(0), Mode::Exact);
+    let _a = d.route(&req(1, &[1, 2])).unwrap();
+    assert_eq!(d.route(&req(2, &[1, 2])).unwrap().decision.cached_blocks, 0);
+}
+
+#[test]
+fn excluded_unhealthy_draining_removed_are_never_picked() {
+    let d = dispatcher("round_robin", 4);
+    d.set_state(InstanceId(1), InstanceState::Unhealthy);
+    d.set_state(InstanceId(2), InstanceState::Draining);
+    d.set_state(InstanceId(3), InstanceState::Removed);
+    assert!(
+        !d.set_state(InstanceId(3), InstanceState::Healthy),
+        "removed is final"
+    );
+    for k in 0..10 {
+        assert_eq!(
+            d.route(&req(k, &[])).unwrap().decision.instance,
+            InstanceId(0)
+        );
+    }
+    assert!(d.route_excluding(&req(99, &[]), &[InstanceId(0)]).is_err());
+    d.set_state(InstanceId(1), InstanceState::Healthy);
+    assert_eq!(
+        d.route_excluding(&req(100, &[]), &[InstanceId(0)])
+            .unwrap()
+            .decision
+            .instance,
+        InstanceId(1)
+    );
+}
+
+#[test]
+fn removing_an_instance_forgets_its_blocks() {
+    let d = dispatcher("cache_affinity", 2);
+    let a = d.route(&req(1, &[7, 8])).unwrap().decision.instance;
+    d.set_state(a, InstanceState::Removed);
+    assert_eq!(d.directory().instance_blocks(a), 0);
+}
+
+proptest! {
+    /// However requests end (finished, failed, cancelled, dropped, first
+    /// token or not), load returns to zero.
+    #[test]
+    fn inflight_returns_to_zero(ends in prop::collection::vec((0u8..4, any::<bool>()), 1..60), policy in prop::sample::select(kvroute_policy::POLICY_NAMES)) {
+        let d = dispatcher(policy, 3);
+        let mut guards = Vec::new();
+        for (k, &(end, first)) in ends.iter().enumerate() {
+            let mut r = d.route(&req(k as u64, &[k as u64 % 5, 100 + k as u64])).unwrap();
+            if first { r.guard.first_token(); }
+            guards.push((end, r.guard));
+        }
+        prop_assert_eq!(total_inflight(&d), ends.len() as u32);
+        for (end, g) in guards {
+            match end {
+                0 => g.finish(Outcome::Finished),
+                1 => g.finish(Outcome::Failed),
+                2 => g.finish(Outcome::Cancelled),
+                _ => drop(g),
+            }
+        }
+        prop_assert_eq!(total_inflight(&d), 0);
+        prop_assert_eq!(total_pending(&d), 0);
+    }
+}
