@@ -413,13 +413,22 @@ mod tests {
         assert!(ix.blocks[&h(4)].bits.is_none());
         let m = ix.match_prefix(&[h(1), h(2), h(3), h(4), h(5)]);
         for i in 0..100 {
-            let want = if i % 30 == 0 { 4 } else if i % 3 == 0 { 3 } else { 2 };
+            let want = if i % 30 == 0 {
+                4
+            } else if i % 3 == 0 {
+                3
+            } else {
+                2
+            };
             assert_eq!(m.get(InstanceId(i)), want, "instance {i}");
         }
         for i in 0..95 {
             ix.clear(InstanceId(i));
         }
-        assert!(ix.blocks[&h(1)].bits.is_none(), "bitset dropped when few remain");
+        assert!(
+            ix.blocks[&h(1)].bits.is_none(),
+            "bitset dropped when few remain"
+        );
         assert_eq!(ix.match_prefix(&[h(1), h(2)]).get(InstanceId(99)), 2);
     }
 

@@ -19,7 +19,7 @@
 //! `α = 0` gives a load balancer, `β = γ = 0` gives pure cache affinity; the
 //! study sweeps the space in between.
 
-use crate::select::{argmin_from, load_key, Rotor};
+use crate::select::{load_key, Rotor};
 use kvroute_core::{ClusterView, Decision, PickError, Policy, Reason, RouteRequest, SeededRng};
 use serde::{Deserialize, Serialize};
 
@@ -89,21 +89,19 @@ impl Policy for Weighted {
         } else {
             Default::default()
         };
-        let max_reqs = ids
-            .iter()
-            .map(|&i| view.load(i).requests())
-            .max()
-            .unwrap_or(0);
+        // One pass over the loads; everything after reads this copy.
+        let loads: Vec<_> = ids.iter().map(|&i| view.load(i)).collect();
+        let max_reqs = loads.iter().map(|l| l.requests()).max().unwrap_or(0);
         let norm = f64::from(max_reqs.max(c.load_floor).max(1));
-        let score = |id| {
-            let l = view.load(id);
-            c.alpha * req.cached_fraction(overlap.get(id))
+        let score = |k: usize| {
+            let l = &loads[k];
+            c.alpha * req.cached_fraction(overlap.get(ids[k]))
                 - c.beta * f64::from(l.requests()) / norm
                 - c.gamma * l.kv_usage.clamp(0.0, 1.0)
         };
 
         let (instance, reason) = if c.temperature > 0.0 && ids.len() > 1 {
-            let scores: Vec<f64> = ids.iter().map(|&i| score(i)).collect();
+            let scores: Vec<f64> = (0..ids.len()).map(score).collect();
             let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = scores
                 .iter()
@@ -120,12 +118,20 @@ impl Policy for Weighted {
             }
             (pick, Reason::Sampled)
         } else {
-            let best = argmin_from(ids, self.rotor.next(), |id| {
-                let (reqs, prefill) = load_key(&view.load(id));
-                (-score(id), reqs, prefill)
-            })
-            .ok_or(PickError::NoInstance)?;
-            (best, Reason::BestScore)
+            // Highest score; ties: fewest requests, least pending prefill, rotation.
+            let n = ids.len();
+            let start = self.rotor.next();
+            let mut best: Option<(usize, (f64, u32, u64))> = None;
+            for j in 0..n {
+                let k = (start + j) % n;
+                let (reqs, prefill) = load_key(&loads[k]);
+                let key = (-score(k), reqs, prefill);
+                if best.as_ref().is_none_or(|(_, b)| key < *b) {
+                    best = Some((k, key));
+                }
+            }
+            let (k, _) = best.ok_or(PickError::NoInstance)?;
+            (ids[k], Reason::BestScore)
         };
         Ok(Decision {
             instance,
