@@ -1,0 +1,1 @@
+//! Poller integration test (placeholder, being written).

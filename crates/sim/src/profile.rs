@@ -1,0 +1,314 @@
+//! Engine profiles: the scheduler limits and the step-latency model of one
+//! kind of instance, read from TOML (`profiles/*.toml`, or any file).
+//!
+//! Step time (seconds) for a batch with prefill chunks `(n_i new tokens after
+//! ctx_i already-computed tokens)` and decode sequences of context `L_j`:
+//!
+//! ```text
+//! t = step_overhead
+//!   + prefill_per_token       · Σ n_i
+//!   + prefill_per_attn_token  · Σ n_i · (ctx_i + (n_i + 1) / 2)
+//!   + decode_per_seq          · #decodes
+//!   + decode_per_ctx_token    · Σ L_j
+//! ```
+//!
+//! The attention term counts, for each new prefill token, the tokens it
+//! attends to (the cached/computed context plus the causal half of its own
+//! chunk); the decode terms are the per-sequence cost and the KV read.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Coefficients of the step-latency model, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyModel {
+    /// Fixed cost of one engine step (weights read, launch, scheduling).
+    pub step_overhead: f64,
+    /// Per new prefill token.
+    pub prefill_per_token: f64,
+    /// Per (new prefill token × attended context token).
+    pub prefill_per_attn_token: f64,
+    /// Per decoding sequence in the batch.
+    pub decode_per_seq: f64,
+    /// Per context token of each decoding sequence.
+    pub decode_per_ctx_token: f64,
+}
+
+impl LatencyModel {
+    /// Seconds for one step.
+    pub fn step_secs(&self, w: &StepWork) -> f64 {
+        self.step_overhead
+            + self.prefill_per_token * w.prefill_tokens as f64
+            + self.prefill_per_attn_token * w.prefill_attn_pairs
+            + self.decode_per_seq * w.decode_seqs as f64
+            + self.decode_per_ctx_token * w.decode_ctx_tokens as f64
+    }
+
+    /// The coefficients as a vector, in the order of [`StepWork::features`].
+    pub fn as_array(&self) -> [f64; 5] {
+        [
+            self.step_overhead,
+            self.prefill_per_token,
+            self.prefill_per_attn_token,
+            self.decode_per_seq,
+            self.decode_per_ctx_token,
+        ]
+    }
+
+    /// From a coefficient vector (the order of [`StepWork::features`]).
+    pub fn from_array(a: [f64; 5]) -> LatencyModel {
+        LatencyModel {
+            step_overhead: a[0],
+            prefill_per_token: a[1],
+            prefill_per_attn_token: a[2],
+            decode_per_seq: a[3],
+            decode_per_ctx_token: a[4],
+        }
+    }
+}
+
+/// What one step computes: the latency model's inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepWork {
+    /// New prefill tokens.
+    pub prefill_tokens: u64,
+    /// Σ n_i · (ctx_i + (n_i + 1) / 2) over prefill chunks.
+    pub prefill_attn_pairs: f64,
+    /// Decoding sequences.
+    pub decode_seqs: u64,
+    /// Σ context length of decoding sequences.
+    pub decode_ctx_tokens: u64,
+}
+
+impl StepWork {
+    /// Add a prefill chunk of `n` tokens after `ctx` computed ones.
+    pub fn add_prefill(&mut self, n: u32, ctx: u32) {
+        let n = f64::from(n);
+        self.prefill_tokens += n as u64;
+        self.prefill_attn_pairs += n * (f64::from(ctx) + (n + 1.0) / 2.0);
+    }
+
+    /// Add a decoding sequence with `ctx` tokens of context.
+    pub fn add_decode(&mut self, ctx: u32) {
+        self.decode_seqs += 1;
+        self.decode_ctx_tokens += u64::from(ctx);
+    }
+
+    /// The regressors, in the order of [`LatencyModel::as_array`].
+    pub fn features(&self) -> [f64; 5] {
+        [
+            1.0,
+            self.prefill_tokens as f64,
+            self.prefill_attn_pairs,
+            self.decode_seqs as f64,
+            self.decode_ctx_tokens as f64,
+        ]
+    }
+}
+
+/// Scheduler and cache limits of one engine (vLLM's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineLimits {
+    /// KV-cache blocks (`num_gpu_blocks`).
+    pub num_blocks: usize,
+    /// Tokens per block (`--block-size`).
+    pub block_size: u32,
+    /// Running sequences at most (`--max-num-seqs`).
+    pub max_num_seqs: usize,
+    /// Tokens per step at most (`--max-num-batched-tokens`).
+    pub max_num_batched_tokens: u32,
+    /// Prompt + output tokens at most (`--max-model-len`).
+    pub max_model_len: u32,
+    /// Split long prefills across steps (vLLM V1: on).
+    #[serde(default = "yes")]
+    pub chunked_prefill: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A named engine profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Short name.
+    pub name: String,
+    /// Where the numbers come from (free text, shown in reports).
+    #[serde(default)]
+    pub source: String,
+    /// Served model name reported by the emulated engine.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Scheduler and cache limits.
+    pub limits: EngineLimits,
+    /// Step latency.
+    pub latency: LatencyModel,
+}
+
+fn default_model() -> String {
+    "tiny".to_string()
+}
+
+/// A profile that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Reading the file failed.
+    #[error("reading profile {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or misses fields.
+    #[error("parsing profile {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// Values that cannot describe an engine.
+    #[error("profile {name}: {problem}")]
+    Invalid {
+        /// The profile.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Neither a built-in name nor a readable file.
+    #[error("unknown profile {0:?}: not a built-in ({builtins}) and no such file", builtins = BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+    Unknown(String),
+}
+
+/// Profiles shipped with the crate.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "llama3.2-3b-rtx5080",
+        include_str!("../profiles/llama3.2-3b-rtx5080.toml"),
+    ),
+    (
+        "vllm-cpu-tiny",
+        include_str!("../profiles/vllm-cpu-tiny.toml"),
+    ),
+];
+
+impl Profile {
+    /// Names of the built-in profiles.
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// A built-in profile by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Profile::from_toml(text, name_or_path);
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            return Err(ProfileError::Unknown(name_or_path.to_string()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: name_or_path.to_string(),
+            source,
+        })?;
+        Profile::from_toml(&text, name_or_path)
+    }
+
+    /// Parse and validate TOML text (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            path: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// TOML text of this profile.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Check the values make sense.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        let bad = |problem: &str| ProfileError::Invalid {
+            name: self.name.clone(),
+            problem: problem.to_string(),
+        };
+        let l = &self.limits;
+        if l.block_size == 0 || l.num_blocks == 0 {
+            return Err(bad("block_size and num_blocks must be positive"));
+        }
+        if l.max_num_seqs == 0 || l.max_num_batched_tokens == 0 {
+            return Err(bad(
+                "max_num_seqs and max_num_batched_tokens must be positive",
+            ));
+        }
+        if (l.num_blocks as u64) * u64::from(l.block_size) < u64::from(l.max_model_len) {
+            return Err(bad("the KV cache cannot hold one max_model_len sequence"));
+        }
+        if !l.chunked_prefill && l.max_num_batched_tokens < l.max_model_len {
+            return Err(bad(
+                "without chunked prefill max_num_batched_tokens must be ≥ max_model_len",
+            ));
+        }
+        let a = self.latency.as_array();
+        if a.iter().any(|v| !v.is_finite() || *v < 0.0) || a.iter().all(|v| *v == 0.0) {
+            return Err(bad(
+                "latency coefficients must be finite, non-negative, not all zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_load_and_validate() {
+        for n in Profile::builtin_names() {
+            let p = Profile::load(n).unwrap();
+            assert_eq!(p.name, n);
+            let back = Profile::from_toml(&p.to_toml(), "roundtrip").unwrap();
+            assert_eq!(back, p);
+        }
+    }
+
+    #[test]
+    fn bad_profiles_say_why() {
+        let e = Profile::load("nope").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown profile") && e.contains("vllm-cpu-tiny"),
+            "{e}"
+        );
+        let mut p = Profile::load("vllm-cpu-tiny").unwrap();
+        p.limits.num_blocks = 1;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_model_len"));
+        let e = Profile::from_toml("name = 3", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("parsing profile x.toml"), "{e}");
+    }
+
+    #[test]
+    fn step_time_adds_its_terms() {
+        let m = LatencyModel::from_array([1.0, 2.0, 3.0, 4.0, 5.0]);
+        let mut w = StepWork::default();
+        w.add_prefill(2, 10); // pairs = 2 * (10 + 1.5) = 23
+        w.add_decode(7);
+        assert_eq!(
+            m.step_secs(&w),
+            1.0 + 2.0 * 2.0 + 3.0 * 23.0 + 4.0 + 5.0 * 7.0
+        );
+    }
+}
