@@ -197,11 +197,7 @@ impl Cluster {
             engines.push(Engine::new(config.profile.clone(), config.hash_algo));
         }
         let hasher = engines[0].hasher().clone();
-        let sessions = Box::new(
-            sessions
-                .into_iter()
-                .map(|r| r.map_err(|e| e.to_string())),
-        );
+        let sessions = Box::new(sessions.into_iter().map(|r| r.map_err(|e| e.to_string())));
         Ok(Cluster {
             config,
             clock,
@@ -408,7 +404,16 @@ impl Cluster {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fail(&mut self, t: Nanos, slot: usize, turn: u32, id: u64, req: &RouteRequest, instance: u32, error: String) {
+    fn fail(
+        &mut self,
+        t: Nanos,
+        slot: usize,
+        turn: u32,
+        id: u64,
+        req: &RouteRequest,
+        instance: u32,
+        error: String,
+    ) {
         let session = self.slots[slot].as_ref().map_or(0, |l| l.session.id);
         self.records.push(RequestRecord {
             id,
@@ -490,7 +495,10 @@ impl Cluster {
             cached_tokens: fin.cached_tokens,
             predicted_cached_tokens: f.predicted_cached_tokens,
             output_tokens: fin.output_tokens,
-            queue_time: fin.first_scheduled.saturating_sub(fin.arrival).as_secs_f64(),
+            queue_time: fin
+                .first_scheduled
+                .saturating_sub(fin.arrival)
+                .as_secs_f64(),
             preemptions: fin.preemptions,
             error: String::new(),
         });
@@ -532,16 +540,32 @@ impl Cluster {
             .iter()
             .map(|e| e.counters().busy.as_secs_f64())
             .collect();
-        let first = measured.iter().map(|r| r.arrival).fold(f64::INFINITY, f64::min);
+        let first = measured
+            .iter()
+            .map(|r| r.arrival)
+            .fold(f64::INFINITY, f64::min);
         let last = measured
             .iter()
-            .map(|r| if r.finish.is_finite() { r.finish } else { r.arrival })
+            .map(|r| {
+                if r.finish.is_finite() {
+                    r.finish
+                } else {
+                    r.arrival
+                }
+            })
             .fold(f64::NEG_INFINITY, f64::max);
-        let window = if first.is_finite() && last > first { last - first } else { 0.0 };
+        let window = if first.is_finite() && last > first {
+            last - first
+        } else {
+            0.0
+        };
         let mut summary = Summary::of(&measured, &busy, window, self.config.slo);
         summary.preemptions = self.engines.iter().map(|e| e.counters().preemptions).sum();
         let (q, h) = self.engines.iter().fold((0u64, 0u64), |(q, h), e| {
-            (q + e.counters().prefix_cache_queries, h + e.counters().prefix_cache_hits)
+            (
+                q + e.counters().prefix_cache_queries,
+                h + e.counters().prefix_cache_hits,
+            )
         });
         RunResult {
             records: self.records,

@@ -11,6 +11,11 @@ policy, directory and accounting code as the live router.
   step-latency model from a [`Profile`]. It emits vLLM's KV events and keeps
   vLLM's counters.
 * [`profile`] — engine profiles (TOML): limits and latency coefficients.
+* [`Cluster`] — N engines on one simulated clock with the router in the
+  loop: the live router's [`Dispatcher`](kvroute_routing::Dispatcher),
+  policy and directory, fed with engine gauges every metrics interval and
+  with KV events (or predictions) through a directory of chosen freshness.
+  Produces [`RequestRecord`]s and a [`Summary`].
 
 ```
 use kvroute_core::{HashAlgo, Nanos};
@@ -32,10 +37,14 @@ assert_eq!(finished[0].output_tokens, 2);
 
 #![deny(missing_docs)]
 
+pub use crate::cluster::{Cluster, ClusterConfig, Driver, RunResult, SimError};
 pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finished, StepOutput};
 pub use crate::kv::BlockPool;
 pub use crate::profile::{EngineLimits, LatencyModel, Profile, ProfileError, StepWork};
+pub use crate::summary::{cv, RequestRecord, Slo, Stats, Summary};
 
+mod cluster;
 mod engine;
 mod kv;
 pub mod profile;
+mod summary;

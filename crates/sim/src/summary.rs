@@ -169,7 +169,10 @@ impl Summary {
         let window = window_secs.max(1e-9);
         let prompt: u64 = ok.iter().map(|r| u64::from(r.prompt_tokens)).sum();
         let cached: u64 = ok.iter().map(|r| u64::from(r.cached_tokens)).sum();
-        let predicted: u64 = ok.iter().map(|r| u64::from(r.predicted_cached_tokens)).sum();
+        let predicted: u64 = ok
+            .iter()
+            .map(|r| u64::from(r.predicted_cached_tokens))
+            .sum();
         let good = ok
             .iter()
             .filter(|r| r.ttft() <= slo.ttft_secs && r.tpot().is_none_or(|t| t <= slo.tpot_secs))
@@ -180,7 +183,13 @@ impl Summary {
                 *c += 1.0;
             }
         }
-        let ratio = |a: u64| if prompt == 0 { 0.0 } else { a as f64 / prompt as f64 };
+        let ratio = |a: u64| {
+            if prompt == 0 {
+                0.0
+            } else {
+                a as f64 / prompt as f64
+            }
+        };
         Summary {
             requests: records.len(),
             failed: records.len() - ok.len(),
