@@ -1,0 +1,416 @@
+//! [`RouterConfig`]: everything the router is told, from a TOML file
+//! (`router.toml`, see `bins/router/router.example.toml`) and/or the command
+//! line.
+//!
+//! Every field has a default, so an empty file plus `--instance` flags is a
+//! valid configuration. Durations are seconds as floats (`0.5` = 500 ms).
+//! [`RouterConfig::validate`] checks what serde cannot (URLs, ranges) before
+//! anything is started, so a bad configuration fails at start-up with a
+//! message naming the field.
+
+use kvroute_core::{HashAlgo, VLLM_DEFAULT_SEED};
+use kvroute_directory::Mode;
+use kvroute_policy::PolicyConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The router's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The routing policy (TOML: a `[policy]` table with `name = "…"` and the
+    /// policy's parameters).
+    pub policy: PolicyConfig,
+    /// The engines to route to (TOML: `[[instances]]` tables).
+    pub instances: Vec<InstanceConfig>,
+    /// How prompts become block hashes; must match the engines.
+    pub hashing: HashingConfig,
+    /// Where the cache directory's entries come from.
+    pub directory: DirectoryConfig,
+    /// Upstream timeouts, retries and limits.
+    pub proxy: ProxyConfig,
+    /// Health probing.
+    pub health: HealthConfig,
+    /// Seconds between polls of each engine's `/metrics` (0: never poll).
+    pub metrics_interval_secs: f64,
+    /// The model name `/v1/models` answers with. Unset: ask the first
+    /// healthy instance.
+    pub model: Option<String>,
+    /// Bearer token for `/admin/…`. Unset: the admin API is disabled (404).
+    pub admin_token: Option<String>,
+    /// How long in-flight requests may run on after shutdown was requested.
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            policy: PolicyConfig::parse("weighted").unwrap_or_else(|_| {
+                PolicyConfig::RoundRobin(kvroute_policy::RoundRobinConfig::default())
+            }),
+            instances: Vec::new(),
+            hashing: HashingConfig::default(),
+            directory: DirectoryConfig::default(),
+            proxy: ProxyConfig::default(),
+            health: HealthConfig::default(),
+            metrics_interval_secs: 1.0,
+            model: None,
+            admin_token: None,
+            shutdown_grace_secs: 30.0,
+        }
+    }
+}
+
+/// One engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Base URL, `http://host:port` (a trailing `/` is ignored).
+    pub url: String,
+    /// The engine's KV-event stream, `bind:tcp://HOST:PORT` (the router
+    /// binds, the engine connects: vLLM's behaviour for a non-wildcard
+    /// endpoint) or `connect:tcp://HOST:PORT` (the engine binds `tcp://*:PORT`).
+    #[serde(default)]
+    pub kv_events: Option<String>,
+    /// vLLM's replay socket (`tcp://HOST:PORT`, the engine's
+    /// `replay_endpoint`), used to fill sequence gaps.
+    #[serde(default)]
+    pub replay: Option<String>,
+}
+
+impl InstanceConfig {
+    /// An instance at `url` without KV events.
+    pub fn new(url: impl Into<String>) -> InstanceConfig {
+        InstanceConfig {
+            url: url.into(),
+            kv_events: None,
+            replay: None,
+        }
+    }
+
+    /// With a KV-event endpoint.
+    pub fn with_kv_events(mut self, endpoint: impl Into<String>) -> InstanceConfig {
+        self.kv_events = Some(endpoint.into());
+        self
+    }
+}
+
+/// Block hashing: must equal the engines' (`--block-size`,
+/// `--prefix-caching-hash-algo`, `PYTHONHASHSEED`) for exact mode to match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HashingConfig {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// `sha256_cbor` (vLLM's, exact) or `xxh3` (fast, predicted mode only).
+    pub algo: HashAlgo,
+    /// The chain seed: vLLM's `$PYTHONHASHSEED` if the engines run with it.
+    pub seed: String,
+    /// A HF `tokenizer.json` (or `.json.gz`). Unset: text is split into
+    /// 4-byte pseudo-tokens (fine for predicted mode, never equal to the
+    /// engine's blocks).
+    pub tokenizer: Option<PathBuf>,
+    /// A HF `tokenizer_config.json` whose `chat_template` renders chat
+    /// requests. Unset: chat requests are hashed in a flat rendering.
+    pub chat_template: Option<PathBuf>,
+}
+
+impl Default for HashingConfig {
+    fn default() -> Self {
+        HashingConfig {
+            block_size: 16,
+            algo: HashAlgo::Sha256Cbor,
+            seed: VLLM_DEFAULT_SEED.to_string(),
+            tokenizer: None,
+            chat_template: None,
+        }
+    }
+}
+
+/// The cache directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// `predicted` (from routing decisions) or `exact` (from KV events, for
+    /// instances that have an endpoint).
+    pub mode: Mode,
+    /// Publish directory writes every N seconds (0: live), to study staleness.
+    pub sync_interval_secs: f64,
+    /// After a sequence gap an instance falls back to predicted entries; it
+    /// returns to exact once its stream has been in order this long.
+    pub exact_resume_secs: f64,
+    /// ZMQ topic to subscribe to ("" = all).
+    pub kv_topic: String,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            mode: Mode::Predicted,
+            sync_interval_secs: 0.0,
+            exact_resume_secs: 10.0,
+            kv_topic: String::new(),
+        }
+    }
+}
+
+/// Forwarding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Further instances tried when one fails before any byte reached the client.
+    pub retries: u32,
+    /// Largest accepted request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// TCP connect timeout to an engine.
+    pub connect_timeout_secs: f64,
+    /// Whole-request timeout for non-streaming requests (headers and body),
+    /// and for the response headers of streaming ones.
+    pub request_timeout_secs: f64,
+    /// Longest silence between two chunks of a streamed response.
+    pub stream_idle_timeout_secs: f64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            retries: 2,
+            max_body_bytes: 32 << 20,
+            connect_timeout_secs: 2.0,
+            request_timeout_secs: 600.0,
+            stream_idle_timeout_secs: 120.0,
+        }
+    }
+}
+
+/// Health probing (`GET /health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between probes (0: never probe; instances stay as set).
+    pub interval_secs: f64,
+    /// Probe timeout.
+    pub timeout_secs: f64,
+    /// Consecutive failures (probes or connection errors) that take an
+    /// instance out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_secs: 2.0,
+            timeout_secs: 1.0,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A field has an impossible value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field, as spelled in the TOML file.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl RouterConfig {
+    /// Parse TOML text (`path` is only used in messages).
+    pub fn from_toml(text: &str, path: &Path) -> Result<RouterConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<RouterConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RouterConfig::from_toml(&text, path)
+    }
+
+    /// Check values serde accepts but the router cannot use.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hashing.block_size == 0 {
+            return Err(invalid("hashing.block_size", "must be at least 1"));
+        }
+        let secs = [
+            ("metrics_interval_secs", self.metrics_interval_secs, 0.0),
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 0.0),
+            (
+                "directory.sync_interval_secs",
+                self.directory.sync_interval_secs,
+                0.0,
+            ),
+            (
+                "directory.exact_resume_secs",
+                self.directory.exact_resume_secs,
+                0.0,
+            ),
+            (
+                "proxy.connect_timeout_secs",
+                self.proxy.connect_timeout_secs,
+                0.001,
+            ),
+            (
+                "proxy.request_timeout_secs",
+                self.proxy.request_timeout_secs,
+                0.001,
+            ),
+            (
+                "proxy.stream_idle_timeout_secs",
+                self.proxy.stream_idle_timeout_secs,
+                0.001,
+            ),
+            ("health.interval_secs", self.health.interval_secs, 0.0),
+            ("health.timeout_secs", self.health.timeout_secs, 0.001),
+        ];
+        for (field, v, min) in secs {
+            if !v.is_finite() || v < min || v > 1e9 {
+                return Err(invalid(
+                    field,
+                    format!("{v} is not a number of seconds ≥ {min}"),
+                ));
+            }
+        }
+        if self.directory.sync_interval_secs > 30.0 {
+            return Err(invalid(
+                "directory.sync_interval_secs",
+                "must be between 0 and 30",
+            ));
+        }
+        if self.health.unhealthy_threshold == 0 {
+            return Err(invalid("health.unhealthy_threshold", "must be at least 1"));
+        }
+        if self.proxy.max_body_bytes == 0 {
+            return Err(invalid("proxy.max_body_bytes", "must be at least 1"));
+        }
+        if let Some(t) = &self.admin_token {
+            if t.is_empty() {
+                return Err(invalid("admin_token", "must not be empty"));
+            }
+        }
+        for (i, inst) in self.instances.iter().enumerate() {
+            inst.validate()
+                .map_err(|reason| invalid(format!("instances[{i}]"), reason))?;
+        }
+        Ok(())
+    }
+
+    /// Seconds as a [`Duration`] (validated values only).
+    pub(crate) fn secs(v: f64) -> Duration {
+        Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX)
+    }
+}
+
+impl InstanceConfig {
+    /// Check the URL and endpoints; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::upstream::BaseUrl::parse(&self.url).map_err(|e| e.to_string())?;
+        if let Some(ep) = &self.kv_events {
+            ep.parse::<kvroute_kvevents::Endpoint>()
+                .map_err(|e| format!("kv_events: {e}"))?;
+        }
+        if let Some(r) = &self.replay {
+            if !r.starts_with("tcp://") {
+                return Err(format!("replay endpoint {r:?} must be tcp://HOST:PORT"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = RouterConfig::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(c, RouterConfig::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn full_file() {
+        let text = r#"
+            model = "tiny"
+            admin_token = "s3cret"
+            metrics_interval_secs = 0.5
+            [policy]
+            name = "weighted"
+            alpha = 2.0
+            [hashing]
+            block_size = 32
+            algo = "sha256_cbor"
+            [directory]
+            mode = "exact"
+            sync_interval_secs = 5
+            [proxy]
+            retries = 1
+            [[instances]]
+            url = "http://127.0.0.1:8001"
+            kv_events = "bind:tcp://127.0.0.1:5557"
+            [[instances]]
+            url = "http://127.0.0.1:8002/"
+        "#;
+        let c = RouterConfig::from_toml(text, Path::new("r.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.instances.len(), 2);
+        assert_eq!(c.directory.mode, Mode::Exact);
+        assert_eq!(c.hashing.block_size, 32);
+        assert_eq!(c.policy.name(), "weighted");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let e = RouterConfig::from_toml("[proxy]\nretires = 3\n", Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retires"), "{e}");
+        let mut c = RouterConfig::default();
+        c.instances.push(InstanceConfig::new("ftp://x"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("instances[0]"), "{e}");
+        let mut c = RouterConfig::default();
+        c.directory.sync_interval_secs = 31.0;
+        assert!(c.validate().is_err());
+        let mut c = RouterConfig::default();
+        c.instances
+            .push(InstanceConfig::new("http://a:1").with_kv_events("tcp://x:1"));
+        assert!(c.validate().is_err());
+    }
+}

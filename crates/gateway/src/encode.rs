@@ -1,0 +1,183 @@
+//! [`PromptEncoder`]: a request's prompt → token ids → block hashes, the way
+//! the engines compute them.
+//!
+//! * text → the configured HF tokenizer with `add_special_tokens = true`
+//!   (vLLM's default for `/v1/completions`);
+//! * token ids → used as they are;
+//! * chat messages → the configured chat template (rendered with the
+//!   generation prompt, as vLLM does) → the tokenizer with
+//!   `add_special_tokens = false` (the template already wrote them). Without
+//!   a template, chat requests are rendered with
+//!   [`kvroute_workload::render_flat`] (`"User: …\n\nAssistant: …\n\nAssistant:"`),
+//!   which keeps turn *k* a prefix of turn *k + 1*, so affinity works, but
+//!   the tokens are not the engine's.
+//!
+//! Without a tokenizer, text is cut into **pseudo-tokens**: 4 bytes of UTF-8
+//! each, read as a little-endian `u32` (the last one zero-padded). Roughly a
+//! real token's length, free to compute, and prefix-stable — good for
+//! predicted mode; never equal to an engine's block hashes, so exact mode
+//! needs the real tokenizer.
+//!
+//! The tokenizer and the compiled template are loaded once and shared; the
+//! hasher is built once. Encoding runs on the request's task: a HF tokenizer
+//! costs tens of microseconds per kilobyte of text.
+
+use crate::config::HashingConfig;
+use crate::request::{PromptInput, RequestError};
+use kvroute_core::{BlockHash, BlockHasher};
+use kvroute_workload::{render_flat, ChatTemplate, Tokenizer};
+use std::borrow::Cow;
+
+/// Turns prompts into tokens and block hashes.
+#[derive(Debug, Clone)]
+pub struct PromptEncoder {
+    tokenizer: Option<Tokenizer>,
+    template: Option<ChatTemplate>,
+    hasher: BlockHasher,
+}
+
+/// The tokenizer, template or hasher could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    /// Loading the tokenizer or the template failed.
+    #[error(transparent)]
+    Load(#[from] kvroute_workload::WorkloadError),
+    /// A zero block size.
+    #[error(transparent)]
+    BlockSize(#[from] kvroute_core::ZeroBlockSize),
+}
+
+impl PromptEncoder {
+    /// From the hashing configuration: loads the tokenizer and compiles the
+    /// chat template if configured.
+    pub fn from_config(c: &HashingConfig) -> Result<PromptEncoder, EncoderError> {
+        let tokenizer = c.tokenizer.as_ref().map(Tokenizer::from_file).transpose()?;
+        let template = c
+            .chat_template
+            .as_ref()
+            .map(ChatTemplate::from_tokenizer_config)
+            .transpose()?;
+        let hasher = BlockHasher::with_seed(c.algo, c.block_size, &c.seed)?;
+        Ok(PromptEncoder {
+            tokenizer,
+            template,
+            hasher,
+        })
+    }
+
+    /// From parts.
+    pub fn new(
+        tokenizer: Option<Tokenizer>,
+        template: Option<ChatTemplate>,
+        hasher: BlockHasher,
+    ) -> PromptEncoder {
+        PromptEncoder {
+            tokenizer,
+            template,
+            hasher,
+        }
+    }
+
+    /// The block hasher.
+    pub fn hasher(&self) -> &BlockHasher {
+        &self.hasher
+    }
+
+    /// Whether a real tokenizer is loaded (else pseudo-tokens).
+    pub fn has_tokenizer(&self) -> bool {
+        self.tokenizer.is_some()
+    }
+
+    /// The prompt's token ids.
+    pub fn tokens<'a>(&self, prompt: &'a PromptInput<'_>) -> Result<Cow<'a, [u32]>, RequestError> {
+        match prompt {
+            PromptInput::Tokens(t) => Ok(Cow::Borrowed(t.as_slice())),
+            PromptInput::Text(text) => self.encode_text(text, true).map(Cow::Owned),
+            PromptInput::Chat(messages) => {
+                let text = match &self.template {
+                    Some(t) => t
+                        .render(messages)
+                        .map_err(|e| RequestError::Tokenize(e.to_string()))?,
+                    None => render_flat(messages),
+                };
+                self.encode_text(&text, false).map(Cow::Owned)
+            }
+        }
+    }
+
+    /// Token ids and the hashes of their full blocks.
+    pub fn encode(&self, prompt: &PromptInput<'_>) -> Result<(u32, Vec<BlockHash>), RequestError> {
+        let tokens = self.tokens(prompt)?;
+        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        Ok((n, self.hasher.hash_blocks(&tokens)))
+    }
+
+    fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, RequestError> {
+        match &self.tokenizer {
+            Some(t) => t
+                .encode_with(text, add_special_tokens)
+                .map_err(|e| RequestError::Tokenize(e.to_string())),
+            None => Ok(pseudo_tokens(text)),
+        }
+    }
+}
+
+/// 4 bytes of UTF-8 per token, little-endian, the last zero-padded.
+pub fn pseudo_tokens(text: &str) -> Vec<u32> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(4));
+    let mut chunks = bytes.chunks_exact(4);
+    for c in &mut chunks {
+        out.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 4];
+        b[..rest.len()].copy_from_slice(rest);
+        out.push(u32::from_le_bytes(b));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvroute_core::HashAlgo;
+    use kvroute_workload::ChatMessage;
+
+    fn encoder() -> PromptEncoder {
+        PromptEncoder::new(None, None, BlockHasher::new(HashAlgo::Xxh3, 4).unwrap())
+    }
+
+    #[test]
+    fn pseudo_tokens_are_prefix_stable() {
+        assert_eq!(pseudo_tokens(""), Vec::<u32>::new());
+        assert_eq!(pseudo_tokens("abcde"), vec![0x6463_6261, 0x65]);
+        let a = pseudo_tokens("hello world, how are you");
+        let b = pseudo_tokens("hello world, how are you today?");
+        assert_eq!(a[..6], b[..6]);
+    }
+
+    #[test]
+    fn chat_turns_share_blocks() {
+        let e = encoder();
+        let t1 = vec![ChatMessage::user("What is the capital of France? Tell me more.")];
+        let mut t2 = t1.clone();
+        t2.push(ChatMessage::assistant("Paris, a large city on the Seine."));
+        t2.push(ChatMessage::user("And of Italy?"));
+        let (_, h1) = e.encode(&PromptInput::Chat(t1)).unwrap();
+        let (_, h2) = e.encode(&PromptInput::Chat(t2)).unwrap();
+        assert!(!h1.is_empty());
+        assert_eq!(h1[..], h2[..h1.len()]);
+    }
+
+    #[test]
+    fn token_prompts_are_hashed_as_given() {
+        let e = encoder();
+        let toks: Vec<u32> = (0..9).collect();
+        let (n, h) = e.encode(&PromptInput::Tokens(toks.clone())).unwrap();
+        assert_eq!(n, 9);
+        assert_eq!(h, e.hasher().hash_blocks(&toks));
+        assert_eq!(h.len(), 2);
+    }
+}

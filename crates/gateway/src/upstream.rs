@@ -1,0 +1,298 @@
+//! [`Upstream`]: the router's side of one engine — its address, health
+//! bookkeeping, KV-event and poll statistics — next to the dispatcher's
+//! [`Instance`](kvroute_routing::Instance) with the same [`InstanceId`].
+//!
+//! The list of upstreams is an `ArcSwap<Vec<Arc<Upstream>>>` indexed by
+//! instance id: the request path reads it without a lock; adding an
+//! instance (rare) copies the vector. Ids are never reused, removed
+//! instances stay in the list with `removed` set.
+//!
+//! An instance's routing state is derived from three flags, in this order:
+//! removed (admin) > draining (admin) > unhealthy (probes) > healthy.
+//! [`Upstream::effective_state`] computes it; only the gateway writes it to
+//! the dispatcher, under one lock, so probes and admin calls cannot race.
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+use kvroute_core::InstanceId;
+use kvroute_kvevents::Endpoint;
+use kvroute_routing::InstanceState;
+use parking_lot::Mutex;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// An engine's base URL: `http://host:port`, no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    scheme: Scheme,
+    authority: Authority,
+    /// A path prefix (`http://h/engine-1` → `/engine-1`), without the trailing `/`.
+    prefix: String,
+}
+
+/// A URL the router cannot forward to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instance URL {url:?}: {reason}")]
+pub struct BadUrl {
+    url: String,
+    reason: &'static str,
+}
+
+impl BaseUrl {
+    /// Parse `http://host:port[/prefix]`.
+    pub fn parse(url: &str) -> Result<BaseUrl, BadUrl> {
+        let bad = |reason| BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(bad("only http:// is supported"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(BaseUrl {
+            scheme: Scheme::HTTP,
+            authority,
+            prefix,
+        })
+    }
+
+    /// The URI of `path_and_query` on this instance.
+    pub fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let pq: PathAndQuery = if self.prefix.is_empty() {
+            path_and_query.parse()?
+        } else {
+            format!("{}{}", self.prefix, path_and_query).parse()?
+        };
+        Ok(Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()?)
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+/// KV-event stream statistics (monotonic unless noted).
+#[derive(Debug, Default)]
+pub struct KvStats {
+    /// Batches received and applied.
+    pub batches: AtomicU64,
+    /// Events applied.
+    pub events: AtomicU64,
+    /// Blocks stored by events.
+    pub blocks_stored: AtomicU64,
+    /// Blocks removed by events.
+    pub blocks_removed: AtomicU64,
+    /// Sequence gaps seen.
+    pub gaps: AtomicU64,
+    /// Batches lost in gaps (not recovered by replay).
+    pub lost_batches: AtomicU64,
+    /// Batches recovered through the replay socket.
+    pub replayed_batches: AtomicU64,
+    /// Publisher restarts seen (sequence went backwards).
+    pub restarts: AtomicU64,
+    /// Messages that were not KV-event batches.
+    pub decode_errors: AtomicU64,
+    /// Times the instance fell back from exact to predicted entries.
+    pub fallbacks: AtomicU64,
+    /// (Re)connections of the subscriber socket.
+    pub connects: AtomicU64,
+    /// Last batch's lag (now − batch timestamp), in microseconds (gauge).
+    pub last_lag_us: AtomicU64,
+    /// Whether the subscriber socket is open (gauge).
+    pub connected: AtomicBool,
+}
+
+/// The engine's own numbers, mirrored from its last `/metrics` poll.
+#[derive(Debug, Default)]
+pub struct EngineMirror {
+    /// `vllm:prefix_cache_queries_total` (tokens).
+    pub prefix_cache_queries: AtomicU64,
+    /// `vllm:prefix_cache_hits_total` (tokens).
+    pub prefix_cache_hits: AtomicU64,
+    /// `block_size` of `vllm:cache_config_info` (0: unknown).
+    pub block_size: AtomicU32,
+    /// `num_gpu_blocks` of `vllm:cache_config_info` (0: unknown).
+    pub num_gpu_blocks: AtomicU64,
+    /// Successful polls.
+    pub polls_ok: AtomicU64,
+    /// Failed polls.
+    pub polls_failed: AtomicU64,
+}
+
+/// One engine as the router knows it.
+pub struct Upstream {
+    id: InstanceId,
+    url: BaseUrl,
+    name: String,
+    header: HeaderValue,
+    kv_events: Option<Endpoint>,
+    replay: Option<String>,
+    /// Admin: removed for good.
+    pub(crate) removed: AtomicBool,
+    /// Admin: draining.
+    pub(crate) draining: AtomicBool,
+    /// Probes: failing.
+    pub(crate) unhealthy: AtomicBool,
+    /// Consecutive failures (probes and connection errors).
+    pub(crate) failures: AtomicU32,
+    /// Probes sent / failed.
+    pub(crate) probes: AtomicU64,
+    pub(crate) probe_failures: AtomicU64,
+    /// Wakes the health task to probe this instance now.
+    pub(crate) suspect: Notify,
+    /// KV events.
+    pub kv: KvStats,
+    /// Engine metrics.
+    pub engine: EngineMirror,
+    /// Background tasks owned by this instance (KV subscriber).
+    pub(crate) tasks: Mutex<Vec<AbortHandle>>,
+    /// Warned about a block-size mismatch already.
+    pub(crate) warned_block_size: AtomicBool,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("id", &self.id)
+            .field("url", &self.name)
+            .field("kv_events", &self.kv_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        id: InstanceId,
+        url: BaseUrl,
+        kv_events: Option<Endpoint>,
+        replay: Option<String>,
+    ) -> Upstream {
+        let name = url.to_string();
+        let header =
+            HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Upstream {
+            id,
+            url,
+            name,
+            header,
+            kv_events,
+            replay,
+            removed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            unhealthy: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            probes: AtomicU64::new(0),
+            probe_failures: AtomicU64::new(0),
+            suspect: Notify::new(),
+            kv: KvStats::default(),
+            engine: EngineMirror::default(),
+            tasks: Mutex::new(Vec::new()),
+            warned_block_size: AtomicBool::new(false),
+        }
+    }
+
+    /// Its id (the dispatcher's).
+    pub fn id(&self) -> InstanceId {
+        self.id
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> &BaseUrl {
+        &self.url
+    }
+
+    /// Its name: the base URL as text.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as a header value (`x-kvroute-instance`).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// The KV-event endpoint, if any.
+    pub fn kv_events(&self) -> Option<&Endpoint> {
+        self.kv_events.as_ref()
+    }
+
+    /// The replay endpoint, if any.
+    pub fn replay(&self) -> Option<&str> {
+        self.replay.as_deref()
+    }
+
+    /// Whether it was removed.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// The state its flags call for.
+    pub fn effective_state(&self) -> InstanceState {
+        if self.removed.load(Ordering::Acquire) {
+            InstanceState::Removed
+        } else if self.draining.load(Ordering::Acquire) {
+            InstanceState::Draining
+        } else if self.unhealthy.load(Ordering::Acquire) {
+            InstanceState::Unhealthy
+        } else {
+            InstanceState::Healthy
+        }
+    }
+
+    /// Consecutive failures so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn abort_tasks(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let u = BaseUrl::parse("http://127.0.0.1:8001/").unwrap();
+        assert_eq!(u.to_string(), "http://127.0.0.1:8001");
+        assert_eq!(
+            u.join("/v1/completions?x=1").unwrap().to_string(),
+            "http://127.0.0.1:8001/v1/completions?x=1"
+        );
+        let p = BaseUrl::parse("http://h:1/engine/").unwrap();
+        assert_eq!(p.join("/health").unwrap().to_string(), "http://h:1/engine/health");
+        assert!(BaseUrl::parse("https://h:1").is_err());
+        assert!(BaseUrl::parse("h:1").is_err());
+        assert!(BaseUrl::parse("http://h:1/?q").is_err());
+        assert!(BaseUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn state_precedence() {
+        let u = Upstream::new(InstanceId(0), BaseUrl::parse("http://a:1").unwrap(), None, None);
+        assert_eq!(u.effective_state(), InstanceState::Healthy);
+        u.unhealthy.store(true, Ordering::Release);
+        assert_eq!(u.effective_state(), InstanceState::Unhealthy);
+        u.draining.store(true, Ordering::Release);
+        assert_eq!(u.effective_state(), InstanceState::Draining);
+        u.removed.store(true, Ordering::Release);
+        assert_eq!(u.effective_state(), InstanceState::Removed);
+    }
+}
