@@ -42,9 +42,12 @@ pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finis
 pub use crate::kv::BlockPool;
 pub use crate::profile::{EngineLimits, LatencyModel, Profile, ProfileError, StepWork};
 pub use crate::summary::{cv, RequestRecord, Slo, Stats, Summary};
+pub use crate::sweep::{run_shared, Sweep, SweepPoint, SweepRow};
 
+pub mod calibrate;
 mod cluster;
 mod engine;
 mod kv;
 pub mod profile;
 mod summary;
+mod sweep;
