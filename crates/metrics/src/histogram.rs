@@ -170,7 +170,12 @@ impl Histogram {
         }
         let mut rank = q * observations;
         // First index in 0..n-1 whose count reaches the rank (Go's sort.Search).
-        let i = b[..n - 1].partition_point(|x| !(x.1 >= rank));
+        let i = b[..n - 1].partition_point(|x| {
+            !matches!(
+                x.1.partial_cmp(&rank),
+                Some(Ordering::Greater | Ordering::Equal)
+            )
+        });
         if i == n - 1 {
             return Some(b[n - 2].0);
         }

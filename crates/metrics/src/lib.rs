@@ -28,7 +28,7 @@ The other direction: [`VllmMetrics`] holds an emulated engine's numbers and
 [`renders`](VllmMetrics::render) them as a page that parses exactly like a
 real vLLM 0.32 page.
 
-With the `poll` feature, [`fetch`] GETs one page and a [`Poller`] polls N
+With the `poll` feature, `fetch` GETs one page and a `Poller` polls N
 instances on an interval (Tokio + hyper); without it the crate does no I/O and
 depends on no async runtime.
 
@@ -68,7 +68,7 @@ assert_eq!(report.ttft_seconds.unwrap().count, 2.0);
   names from its `metrics/collector.py`).
 * `report`: [`EngineReport`], [`TimerStats`] — one run's engine timers.
 * `exposition`: [`VllmMetrics`] — a vLLM-compatible page writer.
-* `poll` (feature `poll`): [`fetch`], [`Poller`], [`PollerHandle`].
+* `poll` (feature `poll`): `fetch`, `Poller`, `PollerHandle` — HTTP polling.
 * `error`: [`MetricsError`], the one error type.
 */
 

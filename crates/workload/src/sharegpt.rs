@@ -332,14 +332,15 @@ mod tests {
     ///
     /// Measured with the Qwen3 template and the default 3,584-token prompt cap:
     /// it holds for all 175 consecutive-turn pairs of the first 50
-    /// conversations of the embedded sample (this test), and for all 1,313
-    /// pairs of the first 400 conversations when recomputed with HF
-    /// transformers' `apply_chat_template` + the Python tokenizer. It can only
+    /// conversations of the embedded sample (this test); recomputed in Python
+    /// with HF transformers' `apply_chat_template` + tokenizer, it holds for
+    /// all 1,313 pairs of the first 400 conversations and all 26,374 pairs of
+    /// the whole 7,514-conversation shared file. It can only
     /// break at the seam `<|im_start|>assistant\n` + recorded answer: Qwen's
     /// pre-tokenizer keeps runs of newlines together (`\s*[\r\n]+`), so an
     /// answer that starts with a newline merges with the template's `\n`
     /// (`\n\n` is one token) and only the last token of turn *k* differs —
-    /// see [`newline_led_answer_changes_only_the_last_token`]. The cleaned
+    /// see `newline_led_answer_changes_only_the_last_token`. The cleaned
     /// ShareGPT file has no answer starting with whitespace, so the property
     /// holds throughout.
     #[test]

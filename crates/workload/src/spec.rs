@@ -1,4 +1,474 @@
+//! [`WorkloadSpec`]: a workload as written in a config file, and
+//! [`build_workload`], which turns a spec plus an [`ArrivalSpec`] into a
+//! stream of sessions.
+//!
+//! Every field has a default, and the default paths point at the samples
+//! shipped in the repository's `datasets/` (see [`datasets_dir`]), so
+//! `{kind = "sharegpt"}` alone is a complete workload. Unknown fields are
+//! rejected, so a typo fails loudly instead of silently using a default.
+
+use crate::arrival::{ArrivalSpec, WithArrivals};
+use crate::error::WorkloadError;
+use crate::prompt::Prompter;
+use crate::rag::{PassageOrder, RagCorpus, RagOptions, RagSessions, DEFAULT_RAG_SYSTEM_PROMPT};
+use crate::request::Session;
+use crate::rng::stream;
+use crate::sharegpt::{ShareGptOptions, ShareGptSessions};
+use crate::tokenize::{ChatTemplate, Tokenizer};
+use crate::trace::{
+    AzureOptions, AzureSessions, MooncakeOptions, MooncakeSessions, MOONCAKE_BLOCK_TOKENS,
+};
+use kvroute_core::{mix64, Nanos};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The stream of sessions a workload produces.
+pub type SessionIter = Box<dyn Iterator<Item = Result<Session, WorkloadError>> + Send>;
+
+/// The repository's `datasets/` directory: `$KVROUTE_DATASETS` when set,
+/// else the directory next to this crate's sources at build time.
 pub fn datasets_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
+    match std::env::var_os("KVROUTE_DATASETS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"),
+    }
+}
+
+/// The shipped Qwen3 tokenizer (`datasets/tokenizers/qwen3/tokenizer.json.gz`).
+pub fn embedded_qwen3_tokenizer() -> Result<Tokenizer, WorkloadError> {
+    Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))
+}
+
+/// The shipped Qwen3 chat template (`datasets/tokenizers/qwen3/tokenizer_config.json`).
+pub fn embedded_qwen3_template() -> Result<ChatTemplate, WorkloadError> {
+    ChatTemplate::from_tokenizer_config(
+        datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
+    )
+}
+
+/// A workload, tagged by `kind`.
+///
+/// ```
+/// use kvroute_workload::WorkloadSpec;
+///
+/// let spec: WorkloadSpec = serde_json::from_str(r#"{"kind": "rag", "zipf_s": 1.2, "num_requests": 50}"#)?;
+/// let WorkloadSpec::Rag(rag) = spec else { unreachable!() };
+/// assert_eq!((rag.zipf_s, rag.num_requests, rag.passages_per_request), (1.2, 50, 5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkloadSpec {
+    /// Multi-turn ShareGPT replay.
+    Sharegpt(ShareGptSpec),
+    /// Synthetic RAG over a passage corpus.
+    Rag(RagSpec),
+    /// A Mooncake block-hash trace.
+    Mooncake(MooncakeSpec),
+    /// An Azure LLM inference CSV trace.
+    Azure(AzureSpec),
+}
+
+impl Default for WorkloadSpec {
+    /// ShareGPT replay of the shipped sample with default options.
+    fn default() -> Self {
+        WorkloadSpec::Sharegpt(ShareGptSpec::default())
+    }
+}
+
+/// `kind = "sharegpt"`: see [`ShareGptOptions`] for the meaning of each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShareGptSpec {
+    /// JSONL (optionally gzipped) or JSON array. Default: the shipped sample.
+    pub path: PathBuf,
+    /// Stop after this many sessions.
+    pub max_sessions: Option<usize>,
+    /// Keep at most this many turns per conversation.
+    pub max_turns: Option<usize>,
+    /// Cap on `max_tokens`. Default 512.
+    pub max_output_tokens: u32,
+    /// End a session before a prompt longer than this. Default 3,584.
+    pub max_prompt_tokens: Option<usize>,
+    /// System message put before every conversation.
+    pub system_prompt: Option<String>,
+    /// Seconds between an answer and the next turn. Default 0.
+    pub think_time_s: f64,
+}
+
+impl Default for ShareGptSpec {
+    fn default() -> Self {
+        let o = ShareGptOptions::default();
+        ShareGptSpec {
+            path: datasets_dir().join("sharegpt/sharegpt_sample.jsonl.gz"),
+            max_sessions: o.max_sessions,
+            max_turns: o.max_turns,
+            max_output_tokens: o.max_output_tokens,
+            max_prompt_tokens: o.max_prompt_tokens,
+            system_prompt: o.system_prompt,
+            think_time_s: 0.0,
+        }
+    }
+}
+
+impl ShareGptSpec {
+    /// The loader options this spec describes.
+    pub fn options(&self) -> Result<ShareGptOptions, WorkloadError> {
+        if !(self.think_time_s >= 0.0 && self.think_time_s.is_finite()) {
+            return Err(WorkloadError::setting(
+                "think_time_s",
+                format!("must be ≥ 0, got {}", self.think_time_s),
+            ));
+        }
+        Ok(ShareGptOptions {
+            max_sessions: self.max_sessions,
+            max_turns: self.max_turns,
+            max_output_tokens: self.max_output_tokens,
+            max_prompt_tokens: self.max_prompt_tokens,
+            system_prompt: self.system_prompt.clone(),
+            think_time: Nanos::from_secs_f64(self.think_time_s),
+        })
+    }
+}
+
+/// `kind = "rag"`: see [`RagOptions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RagSpec {
+    /// MuSiQue-style JSON corpus. Default: the shipped sample.
+    pub path: PathBuf,
+    /// Number of requests. Default 1,000.
+    pub num_requests: usize,
+    /// Passages per request. Default 5.
+    pub passages_per_request: usize,
+    /// Zipf exponent of passage popularity (0 = uniform). Default 1.0.
+    pub zipf_s: f64,
+    /// Output tokens per request. Default 64.
+    pub max_tokens: u32,
+    /// Shared system prompt. Default [`DEFAULT_RAG_SYSTEM_PROMPT`].
+    pub system_prompt: String,
+    /// Passage order within a prompt. Default `popularity`.
+    pub order: PassageOrder,
+}
+
+impl Default for RagSpec {
+    fn default() -> Self {
+        let o = RagOptions::default();
+        RagSpec {
+            path: datasets_dir().join("rag/musique_sample.json"),
+            num_requests: o.num_requests,
+            passages_per_request: o.passages_per_request,
+            zipf_s: o.zipf_s,
+            max_tokens: o.max_tokens,
+            system_prompt: DEFAULT_RAG_SYSTEM_PROMPT.to_owned(),
+            order: o.order,
+        }
+    }
+}
+
+impl RagSpec {
+    /// The generator options this spec describes.
+    pub fn options(&self) -> RagOptions {
+        RagOptions {
+            num_requests: self.num_requests,
+            passages_per_request: self.passages_per_request,
+            zipf_s: self.zipf_s,
+            max_tokens: self.max_tokens,
+            system_prompt: self.system_prompt.clone(),
+            order: self.order,
+        }
+    }
+}
+
+/// `kind = "mooncake"`: see [`MooncakeOptions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MooncakeSpec {
+    /// Mooncake JSONL trace. Default: the shipped sample.
+    pub path: PathBuf,
+    /// Tokens per hash block. Default 512.
+    pub block_tokens: usize,
+    /// Synthetic ids are drawn below this. Default: the tokenizer's base
+    /// vocabulary (no special tokens).
+    pub vocab_size: Option<u32>,
+    /// Stop after this many requests.
+    pub max_requests: Option<usize>,
+}
+
+impl Default for MooncakeSpec {
+    fn default() -> Self {
+        MooncakeSpec {
+            path: datasets_dir().join("mooncake/trace_sample.jsonl"),
+            block_tokens: MOONCAKE_BLOCK_TOKENS,
+            vocab_size: None,
+            max_requests: None,
+        }
+    }
+}
+
+/// `kind = "azure"`: see [`AzureOptions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureSpec {
+    /// Azure CSV trace. Default: the shipped sample.
+    pub path: PathBuf,
+    /// Synthetic ids are drawn below this. Default: the tokenizer's base vocabulary.
+    pub vocab_size: Option<u32>,
+    /// Stop after this many requests.
+    pub max_requests: Option<usize>,
+}
+
+impl Default for AzureSpec {
+    fn default() -> Self {
+        AzureSpec {
+            path: datasets_dir().join("azure/code_sample.csv"),
+            vocab_size: None,
+            max_requests: None,
+        }
+    }
+}
+
+impl WorkloadSpec {
+    /// The dataset file this workload reads.
+    pub fn path(&self) -> &Path {
+        match self {
+            WorkloadSpec::Sharegpt(s) => &s.path,
+            WorkloadSpec::Rag(s) => &s.path,
+            WorkloadSpec::Mooncake(s) => &s.path,
+            WorkloadSpec::Azure(s) => &s.path,
+        }
+    }
+
+    /// Resolve a relative dataset path against `base` (typically the
+    /// directory of the config file it was read from).
+    pub fn with_base_dir(mut self, base: &Path) -> WorkloadSpec {
+        let path = match &mut self {
+            WorkloadSpec::Sharegpt(s) => &mut s.path,
+            WorkloadSpec::Rag(s) => &mut s.path,
+            WorkloadSpec::Mooncake(s) => &mut s.path,
+            WorkloadSpec::Azure(s) => &mut s.path,
+        };
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+        self
+    }
+
+    /// Shorthand for [`build_workload`].
+    pub fn build(
+        &self,
+        arrival: &ArrivalSpec,
+        tokenizer: &Tokenizer,
+        template: Option<&ChatTemplate>,
+        seed: u64,
+    ) -> Result<SessionIter, WorkloadError> {
+        build_workload(self, arrival, tokenizer, template, seed)
+    }
+}
+
+/// The sessions of `spec`, with arrivals assigned by `arrival`.
+///
+/// `tokenizer` and `template` render and tokenize text workloads (ShareGPT,
+/// RAG; without a template they use [`render_flat`](crate::render_flat)); for
+/// traces the tokenizer only bounds the synthetic ids (its base vocabulary,
+/// unless the spec sets `vocab_size`). `seed` drives every random choice (RAG
+/// draws, trace token contents, arrival gaps), each from its own stream, so
+/// the same arguments always give the same sessions.
+pub fn build_workload(
+    spec: &WorkloadSpec,
+    arrival: &ArrivalSpec,
+    tokenizer: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    seed: u64,
+) -> Result<SessionIter, WorkloadError> {
+    let prompter = || Prompter::new(tokenizer.clone(), template.cloned());
+    let vocab = |v: Option<u32>| {
+        v.unwrap_or_else(|| u32::try_from(tokenizer.base_vocab_size()).unwrap_or(u32::MAX))
+    };
+    let sub_seed = |s: u64| mix64(seed ^ mix64(s));
+    let arrival_seed = sub_seed(stream::ARRIVALS);
+    Ok(match spec {
+        WorkloadSpec::Sharegpt(s) => {
+            let inner = ShareGptSessions::open(&s.path, prompter(), s.options()?)?;
+            Box::new(WithArrivals::new(inner, arrival, arrival_seed)?)
+        }
+        WorkloadSpec::Rag(s) => {
+            let corpus = Arc::new(RagCorpus::load(&s.path)?);
+            let inner = RagSessions::new(corpus, prompter(), s.options(), sub_seed(stream::RAG))?;
+            Box::new(WithArrivals::new(inner, arrival, arrival_seed)?)
+        }
+        WorkloadSpec::Mooncake(s) => {
+            let options = MooncakeOptions {
+                block_tokens: s.block_tokens,
+                vocab_size: vocab(s.vocab_size),
+                seed: sub_seed(stream::MOONCAKE),
+                max_requests: s.max_requests,
+            };
+            let inner = MooncakeSessions::open(&s.path, options)?;
+            Box::new(WithArrivals::new(inner, arrival, arrival_seed)?)
+        }
+        WorkloadSpec::Azure(s) => {
+            let options = AzureOptions {
+                vocab_size: vocab(s.vocab_size),
+                seed: sub_seed(stream::AZURE),
+                max_requests: s.max_requests,
+            };
+            let inner = AzureSessions::open(&s.path, options)?;
+            Box::new(WithArrivals::new(inner, arrival, arrival_seed)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{qwen3, qwen3_template};
+
+    fn sessions(spec: &WorkloadSpec, arrival: &ArrivalSpec, seed: u64) -> Vec<Session> {
+        build_workload(spec, arrival, qwen3(), Some(qwen3_template()), seed)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_kind_builds_from_defaults() {
+        let cases = [
+            (
+                r#"{"kind": "sharegpt", "max_sessions": 3, "think_time_s": 1.5}"#,
+                3,
+            ),
+            (
+                r#"{"kind": "rag", "num_requests": 4, "passages_per_request": 2}"#,
+                4,
+            ),
+            (r#"{"kind": "mooncake", "max_requests": 5}"#, 5),
+            (r#"{"kind": "azure", "max_requests": 6}"#, 6),
+        ];
+        for (json, n) in cases {
+            let spec: WorkloadSpec = serde_json::from_str(json).unwrap();
+            let poisson = ArrivalSpec::Poisson { rate: 2.0 };
+            let got = sessions(&spec, &poisson, 1);
+            assert_eq!(got.len(), n, "{json}");
+            assert_eq!(got[0].arrival, Nanos::ZERO);
+            assert!(
+                got.windows(2).all(|w| w[0].arrival < w[1].arrival),
+                "{json}"
+            );
+            assert_eq!(got, sessions(&spec, &poisson, 1), "deterministic: {json}");
+            assert!(got
+                .iter()
+                .all(|s| !s.turns.is_empty() && s.turns.iter().all(|t| t.max_tokens >= 1)));
+        }
+        let spec: WorkloadSpec = serde_json::from_str(cases[0].0).unwrap();
+        assert_eq!(
+            sessions(&spec, &ArrivalSpec::default(), 0)[0].think_time,
+            Nanos(1_500_000_000)
+        );
+    }
+
+    #[test]
+    fn trace_arrivals_and_vocab_follow_the_tokenizer() {
+        let spec = WorkloadSpec::Azure(AzureSpec {
+            max_requests: Some(3),
+            ..AzureSpec::default()
+        });
+        let got = sessions(&spec, &ArrivalSpec::Trace { time_scale: 2.0 }, 0);
+        assert_eq!(
+            got[1].arrival,
+            Nanos(104_000_000),
+            "52 ms recorded, scaled by 2"
+        );
+        let spec = WorkloadSpec::Mooncake(MooncakeSpec {
+            max_requests: Some(20),
+            vocab_size: Some(50),
+            ..MooncakeSpec::default()
+        });
+        let got = sessions(&spec, &ArrivalSpec::default(), 0);
+        assert!(got
+            .iter()
+            .flat_map(|s| &s.turns[0].prompt_tokens)
+            .all(|&t| t < 50));
+        assert!(
+            got.iter()
+                .map(|s| s.turns[0].prompt_tokens.iter().max().copied().unwrap_or(0))
+                .max()
+                > Some(40)
+        );
+        let spec = WorkloadSpec::Mooncake(MooncakeSpec {
+            max_requests: Some(2),
+            ..MooncakeSpec::default()
+        });
+        let max_id = sessions(&spec, &ArrivalSpec::default(), 0)
+            .iter()
+            .flat_map(|s| s.turns[0].prompt_tokens.clone())
+            .max()
+            .unwrap();
+        assert!(max_id < 151_643 && max_id > 150_000, "{max_id}");
+    }
+
+    #[test]
+    fn seeds_change_random_workloads_only() {
+        let rag = WorkloadSpec::Rag(RagSpec {
+            num_requests: 3,
+            passages_per_request: 1,
+            ..RagSpec::default()
+        });
+        let a = sessions(&rag, &ArrivalSpec::default(), 1);
+        let b = sessions(&rag, &ArrivalSpec::default(), 2);
+        assert_ne!(a, b);
+        let sg = WorkloadSpec::Sharegpt(ShareGptSpec {
+            max_sessions: Some(2),
+            ..ShareGptSpec::default()
+        });
+        assert_eq!(
+            sessions(&sg, &ArrivalSpec::default(), 1),
+            sessions(&sg, &ArrivalSpec::default(), 2)
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        let typo =
+            serde_json::from_str::<WorkloadSpec>(r#"{"kind": "sharegpt", "max_session": 3}"#);
+        assert!(typo
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `max_session`"));
+        assert!(serde_json::from_str::<WorkloadSpec>(r#"{"kind": "sharegpt4"}"#).is_err());
+        let bad = WorkloadSpec::Sharegpt(ShareGptSpec {
+            think_time_s: -1.0,
+            ..ShareGptSpec::default()
+        });
+        assert!(matches!(
+            build_workload(&bad, &ArrivalSpec::default(), qwen3(), None, 0).err(),
+            Some(WorkloadError::InvalidSetting {
+                setting: "think_time_s",
+                ..
+            })
+        ));
+        let missing = WorkloadSpec::Azure(AzureSpec {
+            path: "no/such.csv".into(),
+            ..AzureSpec::default()
+        });
+        let err = build_workload(&missing, &ArrivalSpec::default(), qwen3(), None, 0)
+            .err()
+            .unwrap();
+        assert!(err.to_string().starts_with("no/such.csv: "), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_a_base() {
+        let spec = WorkloadSpec::Rag(RagSpec {
+            path: "rag/x.json".into(),
+            ..RagSpec::default()
+        });
+        assert_eq!(
+            spec.with_base_dir(Path::new("/data")).path(),
+            Path::new("/data/rag/x.json")
+        );
+        let abs = WorkloadSpec::default();
+        assert_eq!(abs.clone().with_base_dir(Path::new("/elsewhere")), abs);
+    }
 }

@@ -326,7 +326,7 @@ impl Iterator for AzureSessions {
 /// nanoseconds since 1970-01-01 UTC; a plain number is taken as seconds.
 fn parse_timestamp(s: &str) -> Option<i128> {
     if let Ok(secs) = s.parse::<f64>() {
-        return secs.is_finite().then(|| (secs * 1e9) as i128);
+        return secs.is_finite().then_some((secs * 1e9) as i128);
     }
     let s = s.strip_suffix('Z').unwrap_or(s);
     let (date, time) = s.split_once([' ', 'T'])?;

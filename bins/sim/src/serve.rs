@@ -1,0 +1,116 @@
+//! `sim serve`: one emulated vLLM instance on the wall clock.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kvroute_core::HashAlgo;
+use kvroute_emulator::EmulatorConfig;
+use kvroute_kvevents::Endpoint;
+use kvroute_sim::Profile;
+use kvroute_workload::{datasets_dir, ChatTemplate, Tokenizer};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Serve one emulated engine behind vLLM's HTTP API.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 8001)]
+    port: u16,
+    /// Engine profile: a built-in name or a TOML file.
+    #[arg(long, default_value = "vllm-cpu-tiny")]
+    profile: String,
+    /// Served model name (default: the profile's).
+    #[arg(long)]
+    model: Option<String>,
+    /// Model path reported to probes (sglang-router loads a tokenizer from it).
+    #[arg(long)]
+    model_path: Option<String>,
+    /// tokenizer.json (or .json.gz). Default: the shipped Qwen3 tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// tokenizer_config.json with a chat template. Default: the shipped Qwen3 one.
+    #[arg(long)]
+    chat_template: Option<PathBuf>,
+    /// Publish KV events: bind:tcp://127.0.0.1:5557 or connect:tcp://127.0.0.1:5557.
+    #[arg(long)]
+    kv_events: Option<String>,
+    /// Topic of KV-event messages.
+    #[arg(long, default_value = "kv-events")]
+    kv_topic: String,
+    /// Block hash published: sha256_cbor (vLLM's) or xxh3.
+    #[arg(long, default_value = "sha256_cbor")]
+    hash_algo: String,
+    /// Engine time runs this many times faster than the wall clock.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// Output tokens when a request does not set max_tokens.
+    #[arg(long, default_value_t = 16)]
+    default_max_tokens: u32,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let profile =
+        Profile::load(&a.profile).with_context(|| format!("loading profile {}", a.profile))?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
+    let tokenizer = Tokenizer::from_file(&tok_path)
+        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+    let tpl_path = a
+        .chat_template
+        .clone()
+        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
+    let template = ChatTemplate::from_tokenizer_config(&tpl_path)
+        .with_context(|| format!("loading chat template {}", tpl_path.display()))?;
+    let mut c = EmulatorConfig::new(profile, Arc::new(tokenizer));
+    c.chat_template = Some(Arc::new(template));
+    if let Some(m) = a.model {
+        c.model = m;
+    }
+    c.model_path = a.model_path;
+    c.hash_algo = a.hash_algo.parse::<HashAlgo>()?;
+    c.kv_events = a
+        .kv_events
+        .as_deref()
+        .map(str::parse::<Endpoint>)
+        .transpose()?;
+    c.kv_topic = a.kv_topic;
+    c.speedup = a.speedup;
+    c.default_max_tokens = a.default_max_tokens;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
+        tracing::info!(port = a.port, profile = %c.profile.name, model = %c.model, "emulated engine listening");
+        kvroute_emulator::serve(listener, c, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

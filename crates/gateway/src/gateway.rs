@@ -1,0 +1,397 @@
+//! [`Gateway`]: the router's shared state — configuration, dispatcher,
+//! upstream list, HTTP client, prompt encoder, metrics — and the operations
+//! on instances (add, drain, undrain, remove, health transitions).
+//!
+//! One `Arc<Gateway>` is shared by every connection task and by the
+//! background tasks (health probes, `/metrics` polls, KV-event subscribers).
+//! [`Gateway::start`] spawns the background tasks; [`Gateway::stop`] ends
+//! them (mini-redis's drop-guard idea, made explicit so `serve` controls the
+//! order: stop accepting, drain connections, then stop the tasks).
+
+use crate::body::ProxyBody;
+use crate::config::{InstanceConfig, RouterConfig};
+use crate::encode::PromptEncoder;
+use crate::error::{AddInstanceError, ServeError};
+use crate::metrics::RouterMetrics;
+use crate::upstream::{BaseUrl, Upstream};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kvroute_core::{InstanceId, SystemClock};
+use kvroute_directory::{Directory, Freshness, Mode};
+use kvroute_kvevents::Endpoint;
+use kvroute_routing::{Dispatcher, InstanceState};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// The HTTP client the router forwards with (pooled keep-alive connections).
+pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The router.
+pub struct Gateway {
+    pub(crate) config: RouterConfig,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) upstreams: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+    pub(crate) client: UpstreamClient,
+    pub(crate) encoder: PromptEncoder,
+    pub(crate) metrics: Arc<RouterMetrics>,
+    pub(crate) next_request: AtomicU64,
+    pub(crate) round_robin: AtomicUsize,
+    pub(crate) policy_header: HeaderValue,
+    pub(crate) timeouts: Timeouts,
+    /// Serialises instance changes and state writes to the dispatcher.
+    admin_lock: Mutex<()>,
+    /// Wakes the health task to probe suspects now.
+    pub(crate) probe_now: Notify,
+    background: Mutex<Option<Background>>,
+}
+
+/// The configured durations, converted once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) request: Duration,
+    pub(crate) stream_idle: Duration,
+    pub(crate) health: Duration,
+    pub(crate) health_interval: Option<Duration>,
+    pub(crate) metrics_interval: Option<Duration>,
+    pub(crate) exact_resume: Duration,
+    pub(crate) shutdown_grace: Duration,
+}
+
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("policy", &self.config.policy.name())
+            .field("instances", &self.upstreams.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn opt_secs(v: f64) -> Option<Duration> {
+    (v > 0.0).then(|| RouterConfig::secs(v))
+}
+
+impl Gateway {
+    /// Build the router from `config` (validated here): load the tokenizer
+    /// and template, build the policy, directory and dispatcher, and add the
+    /// configured instances. Background tasks start with [`Gateway::start`].
+    pub fn new(config: RouterConfig) -> Result<Arc<Gateway>, ServeError> {
+        config.validate()?;
+        let encoder = PromptEncoder::from_config(&config.hashing)?;
+        let policy = config.policy.build();
+        let policy_name = policy.name();
+        let directory = Arc::new(Directory::new(Freshness::periodic_secs(
+            config.directory.sync_interval_secs,
+        )));
+        let dispatcher = Arc::new(Dispatcher::new(
+            policy,
+            directory,
+            Arc::new(SystemClock::new()),
+        ));
+        let upstreams = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let metrics = Arc::new(RouterMetrics::new(
+            policy_name,
+            Arc::clone(&dispatcher),
+            Arc::clone(&upstreams),
+        ));
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(RouterConfig::secs(
+            config.proxy.connect_timeout_secs,
+        )));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        let timeouts = Timeouts {
+            request: RouterConfig::secs(config.proxy.request_timeout_secs),
+            stream_idle: RouterConfig::secs(config.proxy.stream_idle_timeout_secs),
+            health: RouterConfig::secs(config.health.timeout_secs),
+            health_interval: opt_secs(config.health.interval_secs),
+            metrics_interval: opt_secs(config.metrics_interval_secs),
+            exact_resume: RouterConfig::secs(config.directory.exact_resume_secs),
+            shutdown_grace: RouterConfig::secs(config.shutdown_grace_secs),
+        };
+        let instances = config.instances.clone();
+        let gw = Arc::new(Gateway {
+            policy_header: HeaderValue::from_static(policy_name),
+            config,
+            dispatcher,
+            upstreams,
+            client,
+            encoder,
+            metrics,
+            next_request: AtomicU64::new(1),
+            round_robin: AtomicUsize::new(0),
+            timeouts,
+            admin_lock: Mutex::new(()),
+            probe_now: Notify::new(),
+            background: Mutex::new(None),
+        });
+        for inst in &instances {
+            gw.add_instance(inst)?;
+        }
+        Ok(gw)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// The dispatcher (instance table, loads, directory).
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// The router's metrics.
+    pub fn metrics(&self) -> &Arc<RouterMetrics> {
+        &self.metrics
+    }
+
+    /// The prompt encoder.
+    pub fn encoder(&self) -> &PromptEncoder {
+        &self.encoder
+    }
+
+    /// Every instance ever added, indexed by id (removed ones included).
+    pub fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
+        self.upstreams.load_full()
+    }
+
+    /// One instance.
+    pub fn upstream(&self, id: InstanceId) -> Option<Arc<Upstream>> {
+        self.upstreams.load().get(id.index()).cloned()
+    }
+
+    /// The instance routed to at `url`, if any (not removed).
+    pub fn find(&self, url: &str) -> Option<InstanceId> {
+        let url = BaseUrl::parse(url).ok()?.to_string();
+        self.upstreams
+            .load()
+            .iter()
+            .find(|u| !u.is_removed() && u.name() == url)
+            .map(|u| u.id())
+    }
+
+    /// Add an instance; it takes requests at once (healthy until a probe
+    /// says otherwise). With `directory.mode = "exact"` and a KV-event
+    /// endpoint its directory entries come from the engine's events.
+    pub fn add_instance(self: &Arc<Self>, c: &InstanceConfig) -> Result<InstanceId, AddInstanceError> {
+        c.validate().map_err(AddInstanceError::Invalid)?;
+        let url = BaseUrl::parse(&c.url).map_err(|e| AddInstanceError::Invalid(e.to_string()))?;
+        let kv: Option<Endpoint> = c
+            .kv_events
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| AddInstanceError::Invalid(format!("kv_events: {e}")))?;
+        let _g = self.admin_lock.lock();
+        let name = url.to_string();
+        if self
+            .upstreams
+            .load()
+            .iter()
+            .any(|u| !u.is_removed() && u.name() == name)
+        {
+            return Err(AddInstanceError::Duplicate(name));
+        }
+        let id = self.dispatcher.add_instance(name.clone());
+        let exact = self.config.directory.mode == Mode::Exact && kv.is_some();
+        if self.config.directory.mode == Mode::Exact && kv.is_none() {
+            tracing::warn!(instance = %name, "directory mode is exact but the instance has no KV-event endpoint: its entries are predicted");
+        }
+        self.dispatcher.set_directory_mode(
+            id,
+            if exact { Mode::Exact } else { Mode::Predicted },
+        );
+        let up = Arc::new(Upstream::new(id, url, kv, c.replay.clone()));
+        self.upstreams.rcu(|list| {
+            let mut v: Vec<Arc<Upstream>> = list.as_ref().clone();
+            debug_assert_eq!(v.len(), id.index());
+            v.push(Arc::clone(&up));
+            v
+        });
+        if let Some(bg) = self.background.lock().as_mut() {
+            if exact {
+                spawn_kv_task(self, &up, bg);
+            }
+        }
+        tracing::info!(instance = %name, id = id.0, exact, "instance added");
+        Ok(id)
+    }
+
+    /// Take `id` out of rotation until [`undrain`](Self::undrain); its
+    /// in-flight requests finish. False if unknown or removed.
+    pub fn drain(&self, id: InstanceId) -> bool {
+        self.set_flag(id, |u| u.draining.store(true, Ordering::Release))
+    }
+
+    /// Put a drained instance back.
+    pub fn undrain(&self, id: InstanceId) -> bool {
+        self.set_flag(id, |u| u.draining.store(false, Ordering::Release))
+    }
+
+    /// Remove `id` for good: no new requests, its directory entries and
+    /// background tasks are dropped. In-flight requests finish.
+    pub fn remove(&self, id: InstanceId) -> bool {
+        let Some(up) = self.upstream(id) else {
+            return false;
+        };
+        let ok = self.set_flag(id, |u| u.removed.store(true, Ordering::Release));
+        if ok {
+            up.abort_tasks();
+            tracing::info!(instance = %up.name(), "instance removed");
+        }
+        ok
+    }
+
+    fn set_flag(&self, id: InstanceId, f: impl FnOnce(&Upstream)) -> bool {
+        let Some(up) = self.upstream(id) else {
+            return false;
+        };
+        let _g = self.admin_lock.lock();
+        if up.is_removed() {
+            return false;
+        }
+        f(&up);
+        self.sync_state(&up);
+        true
+    }
+
+    /// Write the upstream's derived state to the dispatcher (caller holds
+    /// the admin lock).
+    fn sync_state(&self, up: &Upstream) {
+        let want = up.effective_state();
+        let cur = self
+            .dispatcher
+            .instance(up.id())
+            .map(|i| i.state())
+            .unwrap_or(InstanceState::Removed);
+        if cur != want && cur != InstanceState::Removed {
+            self.dispatcher.set_state(up.id(), want);
+            tracing::info!(instance = %up.name(), from = cur.as_str(), to = want.as_str(), "instance state");
+        }
+    }
+
+    /// A health probe (or request) succeeded.
+    pub(crate) fn mark_healthy(&self, up: &Upstream) {
+        up.failures.store(0, Ordering::Release);
+        if up.unhealthy.load(Ordering::Acquire) {
+            let _g = self.admin_lock.lock();
+            up.unhealthy.store(false, Ordering::Release);
+            self.sync_state(up);
+        }
+    }
+
+    /// A health probe or a connection to the instance failed. With probing
+    /// disabled nothing could bring an instance back, so only counts.
+    pub(crate) fn mark_failure(&self, up: &Upstream) {
+        let n = up.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.timeouts.health_interval.is_none() {
+            return;
+        }
+        if n >= self.config.health.unhealthy_threshold && !up.unhealthy.load(Ordering::Acquire) {
+            let _g = self.admin_lock.lock();
+            up.unhealthy.store(true, Ordering::Release);
+            self.sync_state(up);
+        }
+    }
+
+    /// A request could not connect to the instance: count a failure and
+    /// probe it now.
+    pub(crate) fn suspect(&self, up: &Upstream) {
+        self.mark_failure(up);
+        self.probe_now.notify_one();
+    }
+
+    /// Instances taking requests now.
+    pub fn healthy_count(&self) -> usize {
+        self.dispatcher.with_table(|t| t.eligible().len())
+    }
+
+    /// Start the background tasks: health probes, `/metrics` polls, and a
+    /// KV-event subscriber per exact-mode instance. Must run inside a Tokio
+    /// runtime. Calling it twice does nothing.
+    pub fn start(self: &Arc<Self>) {
+        let mut bg = self.background.lock();
+        if bg.is_some() {
+            return;
+        }
+        let (stop, _) = watch::channel(false);
+        let mut b = Background {
+            stop,
+            tasks: Vec::new(),
+        };
+        if self.timeouts.health_interval.is_some() {
+            b.tasks.push(tokio::spawn(crate::health::run(
+                Arc::clone(self),
+                b.stop.subscribe(),
+            )));
+        }
+        if self.timeouts.metrics_interval.is_some() {
+            b.tasks.push(tokio::spawn(crate::poll::run(
+                Arc::clone(self),
+                b.stop.subscribe(),
+            )));
+        }
+        for up in self.upstreams.load().iter() {
+            if !up.is_removed() && self.dispatcher.directory().mode(up.id()) == Mode::Exact {
+                spawn_kv_task(self, up, &mut b);
+            }
+        }
+        *bg = Some(b);
+    }
+
+    /// Stop the background tasks and wait for them (at most a second each).
+    pub async fn stop(&self) {
+        let bg = self.background.lock().take();
+        let Some(bg) = bg else { return };
+        let _ = bg.stop.send(true);
+        for up in self.upstreams.load().iter() {
+            up.abort_tasks();
+        }
+        for t in bg.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+
+    /// A response for routes the gateway answers itself.
+    pub(crate) fn text(&self, status: http::StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> http::Response<ProxyBody> {
+        let mut r = http::Response::new(ProxyBody::full(body));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    }
+}
+
+fn spawn_kv_task(gw: &Arc<Gateway>, up: &Arc<Upstream>, bg: &mut Background) {
+    let Some(ep) = up.kv_events().cloned() else {
+        return;
+    };
+    let task = tokio::spawn(crate::kv::run(
+        Arc::clone(gw),
+        Arc::clone(up),
+        ep,
+        bg.stop.subscribe(),
+    ));
+    up.tasks.lock().push(task.abort_handle());
+}

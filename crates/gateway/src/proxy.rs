@@ -1,0 +1,477 @@
+//! The request path: [`Gateway::handle`].
+//!
+//! ```text
+//! POST /v1/completions, /v1/chat/completions
+//!   body (size limit) ─▶ parse_request ─▶ PromptEncoder (tokens → block hashes)
+//!   ─▶ Dispatcher::route_excluding(tried) ─▶ forward the original bytes
+//!   ─▶ connect error / 5xx / 429 before any byte went out? finish(Failed), retry elsewhere
+//!   ─▶ response headers + x-kvroute-* ─▶ TrackedBody (guard ends with the body)
+//! GET /health, /metrics, /v1/models; /admin/… ; anything else → round robin
+//! ```
+//!
+//! Accounting on every path: each attempt's [`InflightGuard`] is finished
+//! exactly once — `Failed` when the attempt is abandoned for a retry or
+//! times out, and by the [`TrackedBody`] (finished, failed, or cancelled by
+//! a client disconnect) for the attempt whose response is passed on.
+//!
+//! [`InflightGuard`]: kvroute_routing::InflightGuard
+
+use crate::body::{BodyTimeout, ProxyBody, TrackedBody};
+use crate::error::{error_response, json_response, request_error_response};
+use crate::gateway::Gateway;
+use crate::request::{parse_request, ApiKind, RequestError};
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use kvroute_core::{Decision, InstanceId, Outcome, RequestId, RouteRequest, SessionId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `x-kvroute-instance`: the instance's URL.
+pub const HEADER_INSTANCE: &str = "x-kvroute-instance";
+/// `x-kvroute-cached-tokens`: prompt tokens predicted cached there.
+pub const HEADER_CACHED_TOKENS: &str = "x-kvroute-cached-tokens";
+/// `x-kvroute-policy`: the policy's registry name.
+pub const HEADER_POLICY: &str = "x-kvroute-policy";
+/// `x-kvroute-reason`: the branch of the policy that decided.
+pub const HEADER_REASON: &str = "x-kvroute-reason";
+/// `x-request-id`: the client's, or one the router made up; sent upstream.
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+/// `x-session-id`: optional conversation id (a routing hint for prompts
+/// shorter than a block).
+pub const HEADER_SESSION_ID: &str = "x-session-id";
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
+/// A failed attempt's response, kept in case no other instance is left.
+struct Held {
+    response: Response<Incoming>,
+    upstream: Arc<Upstream>,
+    decision: Decision,
+}
+
+impl Gateway {
+    /// Answer one request. Never fails: every error is a response.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::POST, "/v1/completions") => self.inference(ApiKind::Completions, req).await,
+            (&Method::POST, "/v1/chat/completions") => {
+                self.inference(ApiKind::ChatCompletions, req).await
+            }
+            (&Method::GET, "/health") => self.health(),
+            (&Method::GET, "/metrics") => self.text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.render(),
+            ),
+            (&Method::GET, "/v1/models") if self.config.model.is_some() => self.models(),
+            (&Method::GET, "/v1/models") => {
+                let first = self.dispatcher.with_table(|t| t.eligible().first().copied());
+                self.passthrough(req, first).await
+            }
+            _ if path == "/admin" || path.starts_with("/admin/") => {
+                crate::admin::handle(&self, req).await
+            }
+            _ => self.passthrough(req, None).await,
+        }
+    }
+
+    fn health(&self) -> Response<ProxyBody> {
+        let n = self.healthy_count();
+        let status = if n > 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = serde_json::json!({
+            "status": if n > 0 { "ok" } else { "unavailable" },
+            "healthy_instances": n,
+        });
+        json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    fn models(&self) -> Response<ProxyBody> {
+        let name = self.config.model.as_deref().unwrap_or_default();
+        let body = serde_json::json!({
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "kvroute"}],
+        });
+        json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    fn refuse(&self, e: &RequestError) -> Response<ProxyBody> {
+        self.metrics.error(e.metric_kind());
+        tracing::debug!(error = %e, "request refused");
+        request_error_response(e)
+    }
+
+    /// Read a body, refusing more than the configured limit.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RequestError> {
+        let limit = self.config.proxy.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(RequestError::TooLarge { limit });
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(RequestError::TooLarge { limit })
+            }
+            Err(e) => Err(RequestError::Body(e.to_string())),
+        }
+    }
+
+    async fn inference(self: &Arc<Self>, kind: ApiKind, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let bytes = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => return self.refuse(&e),
+        };
+        let parsed = match parse_request(kind, &bytes) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(&e),
+        };
+        let (prompt_tokens, block_hashes) = match self.encoder.encode(&parsed.prompt) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(&e),
+        };
+        let stream = parsed.stream;
+        let max_tokens = parsed.max_tokens;
+        drop(parsed);
+
+        let rid = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let request_id = match parts.headers.get(HEADER_REQUEST_ID) {
+            Some(v) => v.clone(),
+            None => HeaderValue::try_from(format!("kvr-{rid:x}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("kvr")),
+        };
+        let route_req = RouteRequest {
+            id: RequestId(rid),
+            session: parts.headers.get(HEADER_SESSION_ID).map(|v| session_id(v.as_bytes())),
+            tokens: Vec::new(),
+            block_hashes,
+            block_size: u32::try_from(self.encoder.hasher().block_size()).unwrap_or(u32::MAX),
+            prompt_tokens,
+            expected_output_tokens: max_tokens,
+        };
+        let fwd_headers = forward_headers(&parts.headers, &request_id);
+        let deadline = tokio::time::Instant::from_std(started) + self.timeouts.request;
+
+        let attempts = 1 + self.config.proxy.retries;
+        let mut tried: Vec<InstanceId> = Vec::new();
+        let mut held: Option<Held> = None;
+        let mut last_error: Option<String> = None;
+        for attempt in 0..attempts {
+            let t0 = Instant::now();
+            let routed = match self.dispatcher.route_excluding(&route_req, &tried) {
+                Ok(r) => r,
+                Err(_) => break,
+            };
+            self.metrics
+                .decision(t0.elapsed().as_secs_f64(), routed.decision.reason);
+            let decision = routed.decision;
+            let guard = routed.guard;
+            if attempt > 0 {
+                self.metrics.retry();
+            }
+            let Some(up) = self.upstream(decision.instance) else {
+                guard.finish(Outcome::Failed);
+                tried.push(decision.instance);
+                continue;
+            };
+            let upstream_req = match build_request(
+                &up,
+                Method::POST,
+                kind.path(),
+                &fwd_headers,
+                bytes.clone(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    guard.finish(Outcome::Failed);
+                    self.metrics.error("upstream");
+                    last_error = Some(e.to_string());
+                    tried.push(decision.instance);
+                    continue;
+                }
+            };
+            let sent = tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await;
+            match sent {
+                Err(_elapsed) => {
+                    // Not retried: the engine may still be working on it.
+                    guard.finish(Outcome::Failed);
+                    self.metrics.error("timeout");
+                    tracing::warn!(instance = %up.name(), "timed out waiting for the engine's response");
+                    return error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the engine did not answer in time",
+                        "server_error",
+                        "upstream_timeout",
+                    );
+                }
+                Ok(Err(e)) => {
+                    guard.finish(Outcome::Failed);
+                    let connect = e.is_connect();
+                    self.metrics.error(if connect { "connect" } else { "upstream" });
+                    tracing::warn!(instance = %up.name(), error = %error_chain(&e), attempt, "upstream request failed");
+                    if connect {
+                        self.suspect(&up);
+                    }
+                    last_error = Some(error_chain(&e));
+                    tried.push(decision.instance);
+                }
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let retryable =
+                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    if retryable && attempt + 1 < attempts {
+                        guard.finish(Outcome::Failed);
+                        self.metrics.error("upstream_status");
+                        tracing::warn!(instance = %up.name(), %status, attempt, "engine answered with an error; trying another instance");
+                        tried.push(decision.instance);
+                        held = Some(Held {
+                            response: resp,
+                            upstream: up,
+                            decision,
+                        });
+                        continue;
+                    }
+                    if retryable {
+                        self.metrics.error("upstream_status");
+                    }
+                    let timeout = if stream {
+                        BodyTimeout::Idle(self.timeouts.stream_idle)
+                    } else {
+                        BodyTimeout::Deadline(deadline)
+                    };
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    let success = parts.status.is_success();
+                    let sse = stream && success && !parts.headers.contains_key(header::CONTENT_LENGTH);
+                    let body = TrackedBody::new(
+                        body,
+                        guard,
+                        success,
+                        sse,
+                        timeout,
+                        Arc::clone(&self.metrics),
+                    );
+                    let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
+                    self.decorate(out.headers_mut(), &up, &decision, &route_req, request_id);
+                    return out;
+                }
+            }
+        }
+        if let Some(h) = held {
+            // Every other instance failed too or none is left: pass the
+            // last error response on (already accounted as failed).
+            let (mut parts, body) = h.response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let mut out = Response::from_parts(parts, ProxyBody::Plain(body));
+            self.decorate(out.headers_mut(), &h.upstream, &h.decision, &route_req, request_id);
+            return out;
+        }
+        match last_error {
+            None => {
+                self.metrics.error("no_instance");
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy instance is available",
+                    "server_error",
+                    "no_instance",
+                )
+            }
+            Some(e) => error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("no instance could serve the request: {e}"),
+                "server_error",
+                "upstream_unavailable",
+            ),
+        }
+    }
+
+    fn decorate(
+        &self,
+        h: &mut HeaderMap,
+        up: &Upstream,
+        decision: &Decision,
+        req: &RouteRequest,
+        request_id: HeaderValue,
+    ) {
+        h.insert(HeaderName::from_static(HEADER_INSTANCE), up.header_value().clone());
+        h.insert(
+            HeaderName::from_static(HEADER_CACHED_TOKENS),
+            HeaderValue::from(req.blocks_to_tokens(decision.cached_blocks)),
+        );
+        h.insert(HeaderName::from_static(HEADER_POLICY), self.policy_header.clone());
+        h.insert(
+            HeaderName::from_static(HEADER_REASON),
+            HeaderValue::from_static(decision.reason.as_str()),
+        );
+        h.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id);
+    }
+
+    /// Forward a request the router does not route by prompt: to `target`,
+    /// else round robin over the healthy instances. No retries, no
+    /// accounting.
+    async fn passthrough(self: &Arc<Self>, req: Request<Incoming>, target: Option<InstanceId>) -> Response<ProxyBody> {
+        let target = target.or_else(|| {
+            self.dispatcher.with_table(|t| {
+                let e = t.eligible();
+                (!e.is_empty())
+                    .then(|| e[self.round_robin.fetch_add(1, Ordering::Relaxed) % e.len()])
+            })
+        });
+        let Some(up) = target.and_then(|id| self.upstream(id)) else {
+            self.metrics.error("no_instance");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy instance is available",
+                "server_error",
+                "no_instance",
+            );
+        };
+        let (parts, body) = req.into_parts();
+        let bytes = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => return self.refuse(&e),
+        };
+        let request_id = parts
+            .headers
+            .get(HEADER_REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("kvr-passthrough"));
+        let headers = forward_headers(&parts.headers, &request_id);
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        let upstream_req = match build_request(&up, parts.method.clone(), path, &headers, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot forward this request: {e}"),
+                    "invalid_request_error",
+                    "bad_path",
+                )
+            }
+        };
+        match tokio::time::timeout(self.timeouts.request, self.client.request(upstream_req)).await {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts
+                    .headers
+                    .insert(HeaderName::from_static(HEADER_INSTANCE), up.header_value().clone());
+                Response::from_parts(parts, ProxyBody::Plain(body))
+            }
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                self.metrics.error(if connect { "connect" } else { "upstream" });
+                if connect {
+                    self.suspect(&up);
+                }
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("instance {} failed: {}", up.name(), error_chain(&e)),
+                    "server_error",
+                    "upstream_unavailable",
+                )
+            }
+            Err(_) => {
+                self.metrics.error("timeout");
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the engine did not answer in time",
+                    "server_error",
+                    "upstream_timeout",
+                )
+            }
+        }
+    }
+}
+
+/// The client's headers minus hop-by-hop ones, `host` and `content-length`
+/// (the client sets both), plus the request id.
+fn forward_headers(from: &HeaderMap, request_id: &HeaderValue) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(from.len() + 2);
+    for (name, value) in from {
+        if is_hop_by_hop(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name.as_str() == HEADER_REQUEST_ID
+        {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    h.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id.clone());
+    h
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove(header::UPGRADE);
+}
+
+fn build_request(
+    up: &Upstream,
+    method: Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let uri = up.url().join(path_and_query)?;
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers.clone();
+    Ok(req)
+}
+
+/// FNV-1a of a session header.
+fn session_id(b: &[u8]) -> SessionId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    SessionId(h)
+}
+
+/// An error and its sources, joined with `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
