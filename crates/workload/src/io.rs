@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub(crate) type DynRead = Box<dyn BufRead + Send>;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Open `path`, decompressing on the fly when it starts with the gzip magic
 /// (whatever its extension).
@@ -80,7 +81,7 @@ impl JsonRecords {
         let mut reader = open(path)?;
         let head = reader.fill_buf().map_err(|e| WorkloadError::io(path, e))?;
         let first = head
-            .strip_prefix(b"\xef\xbb\xbf".as_slice())
+            .strip_prefix(UTF8_BOM)
             .unwrap_or(head)
             .iter()
             .find(|b| !b.is_ascii_whitespace());
@@ -111,6 +112,9 @@ impl JsonRecords {
                 }
                 Ok(_) => {
                     self.line += 1;
+                    if self.line == 1 && buf.starts_with(UTF8_BOM) {
+                        buf.drain(..UTF8_BOM.len());
+                    }
                     if buf.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
@@ -280,6 +284,14 @@ mod tests {
             records(&p),
             vec![(1, "{\"a\":1}".into()), (4, "{\"a\":2}".into())]
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let p = tmp("bom.jsonl", b"\xef\xbb\xbf{\"a\":1}\n");
+        assert_eq!(records(&p), vec![(1, "{\"a\":1}".into())]);
+        let p = tmp("bom.json", b"\xef\xbb\xbf [{\"a\":1}]");
+        assert_eq!(records(&p), vec![(1, "{\"a\":1}".into())]);
     }
 
     #[test]

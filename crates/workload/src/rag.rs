@@ -200,12 +200,16 @@ impl RagSampler {
                 ),
             ));
         }
+        // Checked before `Zipf::new`, which accepts an infinite exponent.
+        if !(options.zipf_s >= 0.0 && options.zipf_s.is_finite()) {
+            return Err(WorkloadError::setting(
+                "zipf_s",
+                format!("must be a finite number ≥ 0, got {}", options.zipf_s),
+            ));
+        }
         let zipf = Zipf::new(n as f64, options.zipf_s).map_err(|e| {
             WorkloadError::setting("zipf_s", format!("{e} (got {})", options.zipf_s))
         })?;
-        if !options.zipf_s.is_finite() {
-            return Err(WorkloadError::setting("zipf_s", "must be finite"));
-        }
         let mut rng = WorkloadRng::new(seed, stream::RAG);
         let mut by_rank: Vec<usize> = (0..n).collect();
         by_rank.shuffle(&mut rng);
@@ -335,7 +339,11 @@ mod tests {
     use crate::testutil::{prompter, temp_file};
 
     fn corpus() -> Arc<RagCorpus> {
-        Arc::new(RagCorpus::load(datasets_dir().join("rag/musique_sample.json")).unwrap())
+        static C: std::sync::OnceLock<Arc<RagCorpus>> = std::sync::OnceLock::new();
+        C.get_or_init(|| {
+            Arc::new(RagCorpus::load(datasets_dir().join("rag/musique_sample.json")).unwrap())
+        })
+        .clone()
     }
 
     fn opts(s: f64) -> RagOptions {
@@ -363,9 +371,10 @@ mod tests {
         let mut sampler = RagSampler::new(&c, &opts(s), 7).unwrap();
         let draws: Vec<RagDraw> = (0..requests).map(|_| sampler.draw()).collect();
         let mut seen = HashSet::new();
+        let mut prefixes: HashSet<&[usize]> = HashSet::new();
         let mut repeats = 0usize;
         let mut prefix_sum = 0usize;
-        for (i, d) in draws.iter().enumerate() {
+        for d in &draws {
             assert_eq!(d.passages.len(), 5);
             assert_eq!(
                 d.passages.iter().collect::<HashSet<_>>().len(),
@@ -373,17 +382,10 @@ mod tests {
                 "distinct within a request"
             );
             repeats += d.passages.iter().filter(|&&p| !seen.insert(p)).count();
-            prefix_sum += draws[..i]
-                .iter()
-                .map(|e| {
-                    e.passages
-                        .iter()
-                        .zip(&d.passages)
-                        .take_while(|(a, b)| a == b)
-                        .count()
-                })
-                .max()
-                .unwrap_or(0);
+            prefix_sum += (1..=5)
+                .take_while(|&j| prefixes.contains(&d.passages[..j]))
+                .count();
+            prefixes.extend((1..=5).map(|j| &d.passages[..j]));
         }
         (
             repeats as f64 / (5 * requests) as f64,
@@ -541,6 +543,15 @@ mod tests {
                 ..
             })
         ));
+        for s in [f64::INFINITY, f64::NAN] {
+            assert!(matches!(
+                RagSampler::new(&c, &opts(s), 0),
+                Err(WorkloadError::InvalidSetting {
+                    setting: "zipf_s",
+                    ..
+                })
+            ));
+        }
         assert!(matches!(
             RagSampler::new(&c, &opts(-1.0), 0),
             Err(WorkloadError::InvalidSetting {

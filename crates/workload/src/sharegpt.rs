@@ -573,6 +573,34 @@ mod tests {
             .starts_with(&s.turns[0].prompt_tokens));
     }
 
+    /// The shipped sample is the head of the shared file (provenance check).
+    #[test]
+    fn shipped_sample_is_the_head_of_the_shared_file() {
+        use std::io::BufRead;
+        let Some(shared) = crate::testutil::shared_dir() else {
+            eprintln!("skipped: no shared/ next to the repository");
+            return;
+        };
+        let lines = |p: std::path::PathBuf, n: usize| -> Vec<String> {
+            crate::io::open(&p)
+                .unwrap()
+                .lines()
+                .take(n)
+                .map(Result::unwrap)
+                .collect()
+        };
+        let sample = lines(
+            datasets_dir().join("sharegpt/sharegpt_sample.jsonl.gz"),
+            usize::MAX,
+        );
+        assert_eq!(sample.len(), 400);
+        let full = lines(
+            shared.join("datasets/sharegpt/sharegpt_v3_multiturn_clean.jsonl.gz"),
+            400,
+        );
+        assert!(sample == full);
+    }
+
     #[test]
     fn bad_settings_are_rejected() {
         let path = datasets_dir().join("sharegpt/sample_2_conversations_truncated.json");

@@ -41,3 +41,9 @@ pub(crate) fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&path, bytes).expect("temp file");
     path
 }
+
+/// `shared/` next to the repository (as on the dev machines and in CI), if present.
+pub(crate) fn shared_dir() -> Option<PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    dir.join("datasets").is_dir().then_some(dir)
+}

@@ -16,7 +16,8 @@
 //!
 //! Both are streamed record by record; token ids are drawn below
 //! `vocab_size` (pick the tokenizer's base vocabulary so that no id is a
-//! special token). Output lengths of 0 become 1 (`max_tokens ≥ 1`).
+//! special token). Output lengths of 0 become 1 (`max_tokens ≥ 1`), and so
+//! does an Azure `ContextTokens` of 0 (an engine rejects an empty prompt).
 
 use crate::error::WorkloadError;
 use crate::io::{self, DynRead, JsonRecords};

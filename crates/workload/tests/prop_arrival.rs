@@ -78,16 +78,19 @@ proptest! {
             .collect::<Result<_, _>>()
             .unwrap();
         prop_assert_eq!(sessions.len(), reqs.len());
-        let mut seen: HashMap<&[u32], u64> = HashMap::new();
+        let mut id_of: HashMap<&[u32], u64> = HashMap::new();
+        let mut block_of: HashMap<u64, &[u32]> = HashMap::new();
         for (s, (ids, cut, out)) in sessions.iter().zip(&reqs) {
             let t = &s.turns[0];
             prop_assert_eq!(t.prompt_tokens.len(), ids.len() * block - cut.min(&(block - 1)));
             prop_assert_eq!(u64::from(t.max_tokens), (*out).max(1));
             for (h, chunk) in ids.iter().zip(t.prompt_tokens.chunks(block)) {
                 if chunk.len() == block {
-                    let prev = *seen.entry(chunk).or_insert(*h);
-                    prop_assert_eq!(prev, *h, "equal blocks must come from equal ids");
+                    prop_assert_eq!(*id_of.entry(chunk).or_insert(*h), *h, "equal blocks come from equal ids");
                 }
+                let prev = *block_of.entry(*h).or_insert(chunk);
+                let n = prev.len().min(chunk.len());
+                prop_assert_eq!(&prev[..n], &chunk[..n], "equal ids give equal tokens");
             }
         }
     }

@@ -11,7 +11,12 @@ use std::sync::OnceLock;
 
 fn qwen3() -> &'static (Tokenizer, ChatTemplate) {
     static T: OnceLock<(Tokenizer, ChatTemplate)> = OnceLock::new();
-    T.get_or_init(|| (embedded_qwen3_tokenizer().unwrap(), embedded_qwen3_template().unwrap()))
+    T.get_or_init(|| {
+        (
+            embedded_qwen3_tokenizer().unwrap(),
+            embedded_qwen3_template().unwrap(),
+        )
+    })
 }
 
 fn temp_file(ext: &str, bytes: &[u8]) -> std::path::PathBuf {
