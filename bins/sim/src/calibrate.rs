@@ -31,6 +31,8 @@ pub struct CalibrateArgs {
 #[derive(Debug, Deserialize)]
 struct Row {
     status: u16,
+    #[serde(default)]
+    error: String,
     prompt_tokens: u32,
     #[serde(default)]
     cached_tokens: Option<u32>,
@@ -54,8 +56,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
             csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
         for (i, row) in r.deserialize::<Row>().enumerate() {
             let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
-            if row.status != 200 {
-                continue;
+            if row.status != 200 || !row.error.is_empty() {
+                continue; // failed, or cut mid-stream
             }
             let (ttft, e2e) = match (row.engine_ttft, row.engine_e2e, a.client_times) {
                 (Some(t), Some(e), false) if t > 0.0 => {

@@ -3,15 +3,18 @@
 //! * `sim run` — one cluster simulation (policy, workload, instances, staleness);
 //! * `sim sweep` — a grid of them in parallel, one CSV row each;
 //! * `sim serve` — one emulated vLLM engine on the wall clock behind its HTTP API;
-//! * `sim calibrate` — fit a profile's latency terms to measured requests.
+//! * `sim calibrate` — fit a profile's latency terms to measured requests;
+//! * `sim study` — the four studies, with figures and `docs/results.md`.
 //!
 //! The binary only parses flags and wires the libraries (`kvroute-sim`,
 //! `kvroute-emulator`, `kvroute-workload`).
 
 mod calibrate;
+mod live;
 mod run;
 mod serve;
 mod spec;
+mod study;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +40,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Fit a profile's latency model to measured requests.
     Calibrate(calibrate::CalibrateArgs),
+    /// Run the four studies and write CSVs, figures and docs/results.md.
+    Study(study::StudyArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,12 +52,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let argv = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Sweep(a) => run::sweep(a),
         Command::Serve(a) => serve::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Study(a) => study::run(a, &argv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,8 @@ pub enum Command {
     },
     /// The client went away.
     Abort(u64),
+    /// Drop the prefix cache; answers whether it was done.
+    ResetPrefixCache(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Simulated time: wall time since start, times the speed-up.
@@ -175,6 +177,9 @@ fn apply(
             if engine.abort(id) {
                 lock(&shared.metrics).forget(id);
             }
+        }
+        Command::ResetPrefixCache(done) => {
+            let _ = done.send(engine.reset_prefix_cache());
         }
     }
 }

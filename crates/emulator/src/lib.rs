@@ -12,7 +12,7 @@ answers and what the peer routers probe:
 | route | |
 |---|---|
 | `POST /v1/completions`, `POST /v1/chat/completions` | SSE streaming and not; `max_tokens` honoured, output always runs to `max_tokens` (as with `ignore_eos`) |
-| `GET /health`, `GET /v1/models`, `GET /version`, `POST /tokenize` | as vLLM |
+| `GET /health`, `GET /v1/models`, `GET /version`, `POST /tokenize`, `POST /reset_prefix_cache` | as vLLM (the last as in its dev mode) |
 | `GET /metrics` | vLLM's metric names, labels and histogram buckets |
 | `GET /model_info`, `/server_info` (and `/get_…`) | what sglang-router probes |
 

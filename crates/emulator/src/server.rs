@@ -82,6 +82,7 @@ impl App {
             (&Method::POST, "/v1/completions") => self.generate(Api::Completions, req).await,
             (&Method::POST, "/v1/chat/completions") => self.generate(Api::Chat, req).await,
             (&Method::POST, "/tokenize") => self.tokenize(req).await,
+            (&Method::POST, "/reset_prefix_cache") => self.reset_prefix_cache().await,
             _ => error(ApiError::not_found(format!("no route for {method} {path}"))),
         };
         Ok(resp)
@@ -177,6 +178,26 @@ impl App {
                     .encode_with(&text, false)
                     .map_err(|e| ApiError::bad_request(e.to_string()))
             }
+        }
+    }
+
+    /// vLLM (dev mode) answers 200 when the cache was reset, 500 otherwise.
+    async fn reset_prefix_cache(&self) -> Response<Body> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::ResetPrefixCache(tx)).is_err() {
+            return error(ApiError {
+                status: 503,
+                message: "engine stopped".into(),
+                kind: "ServiceUnavailableError",
+            });
+        }
+        match rx.await {
+            Ok(true) => full(StatusCode::OK, "text/plain", ""),
+            _ => error(ApiError {
+                status: 500,
+                message: "prefix cache not reset: requests are running".into(),
+                kind: "InternalServerError",
+            }),
         }
     }
 

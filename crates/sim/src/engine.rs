@@ -263,6 +263,16 @@ impl Engine {
         true
     }
 
+    /// Drop every cached block hash (vLLM's `POST /reset_prefix_cache`).
+    /// Refused (false) while requests hold blocks, as vLLM refuses it.
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        if self.has_work() || self.in_step.is_some() {
+            return false;
+        }
+        self.pool.reset_prefix_cache();
+        true
+    }
+
     /// Whether a step is in progress.
     pub fn is_busy(&self) -> bool {
         self.in_step.is_some()

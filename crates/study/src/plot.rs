@@ -1,0 +1,318 @@
+//! Figures: line charts and heat maps, each written as SVG and PNG, each
+//! stamped with the command and commit that produced it.
+//!
+//! Text is drawn with the DejaVu Sans font shipped in `assets/fonts` (no
+//! system font lookup), so figures render the same on any machine.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+
+/// A figure that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {path}: {message}")]
+pub struct PlotError {
+    /// The file.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Registration only fails on a malformed font, which the shipped one is not.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Provenance printed under every figure.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The command that produced the figure.
+    pub command: String,
+    /// The commit it ran at.
+    pub commit: String,
+}
+
+impl Stamp {
+    fn text(&self) -> String {
+        format!("{}  @ {}", self.command, self.commit)
+    }
+}
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Points (x, y); non-finite points are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+const COLORS: [RGBColor; 12] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(255, 215, 0),
+];
+
+/// A line chart.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Logarithmic x axis (base 2 ticks).
+    pub log_x: bool,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> PlotError {
+    PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Write `stem.svg` and `stem.png` with the same drawing; returns both paths.
+fn write_both(
+    stem: &Path,
+    size: (u32, u32),
+    svg_draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
+    png_draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<Vec<PathBuf>, PlotError> {
+    register_font();
+    if let Some(dir) = stem.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(stem, e))?;
+    }
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        svg_draw(&root).map_err(|e| err(&svg, e))?;
+        root.present().map_err(|e| err(&svg, e))?;
+    }
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        png_draw(&root).map_err(|e| err(&png, e))?;
+        root.present().map_err(|e| err(&png, e))?;
+    }
+    Ok(vec![svg, png])
+}
+
+trait Canvas {
+    fn draw_line_chart(&self, c: &LineChart, stamp: &Stamp) -> Result<(), String>;
+    fn draw_heatmap(&self, h: &Heatmap, stamp: &Stamp) -> Result<(), String>;
+}
+
+impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
+    fn draw_line_chart(&self, c: &LineChart, stamp: &Stamp) -> Result<(), String> {
+        let s = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        self.fill(&WHITE).map_err(s)?;
+        let (main, foot) = self.split_vertically(self.dim_in_pixel().1 - 22);
+        foot.draw_text(
+            &stamp.text(),
+            &("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+            (8, 4),
+        )
+        .map_err(s)?;
+        let pts = || {
+            c.series
+                .iter()
+                .flat_map(|x| x.points.iter())
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+        };
+        let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(x, _)| {
+            (a.min(x), b.max(x))
+        });
+        let y1 = pts().fold(0.0f64, |a, &(_, y)| a.max(y));
+        if !x0.is_finite() {
+            (x0, x1) = (0.0, 1.0);
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let y1 = if y1 > 0.0 { y1 * 1.08 } else { 1.0 };
+        let mut b = ChartBuilder::on(&main);
+        b.caption(&c.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64);
+        macro_rules! finish {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(&c.x_label)
+                    .y_desc(&c.y_label)
+                    .label_style(("sans-serif", 13))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+                for (i, ser) in c.series.iter().enumerate() {
+                    let color = COLORS[i % COLORS.len()];
+                    let p: Vec<(f64, f64)> = ser
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite())
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+                        .map_err(|e| e.to_string())?
+                        .label(ser.label.as_str())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(p.iter().map(|&xy| Circle::new(xy, 3, color.filled())))
+                        .map_err(|e| e.to_string())?;
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .label_font(("sans-serif", 12))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+            }};
+        }
+        if c.log_x {
+            let x0 = x0.max(1e-9);
+            finish!(b
+                .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), 0.0..y1)
+                .map_err(|e| e.to_string())?);
+        } else {
+            let pad = (x1 - x0) * 0.04;
+            finish!(b
+                .build_cartesian_2d(x0 - pad..x1 + pad, 0.0..y1)
+                .map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    }
+
+    fn draw_heatmap(&self, h: &Heatmap, stamp: &Stamp) -> Result<(), String> {
+        let s = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        self.fill(&WHITE).map_err(s)?;
+        let (main, foot) = self.split_vertically(self.dim_in_pixel().1 - 22);
+        foot.draw_text(
+            &stamp.text(),
+            &("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+            (8, 4),
+        )
+        .map_err(s)?;
+        let (nx, ny) = (h.xs.len(), h.ys.len());
+        let vals = h.values.iter().flatten().copied().filter(|v| v.is_finite());
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let mut chart = ChartBuilder::on(&main)
+            .caption(&h.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0..nx, 0..ny)
+            .map_err(|e| e.to_string())?;
+        let xs = h.xs.clone();
+        let ys = h.ys.clone();
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(&h.x_label)
+            .y_desc(&h.y_label)
+            .x_labels(nx + 1)
+            .y_labels(ny + 1)
+            .x_label_formatter(&|i| xs.get(*i).map(|v| format!("{v}")).unwrap_or_default())
+            .y_label_formatter(&|j| ys.get(*j).map(|v| format!("{v}")).unwrap_or_default())
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (j, row) in h.values.iter().enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                let t = if v.is_finite() && hi > lo {
+                    (v - lo) / (hi - lo)
+                } else {
+                    0.5
+                };
+                // Low (good) = green, high (bad) = red.
+                let color = if v.is_finite() {
+                    RGBColor((60.0 + 190.0 * t) as u8, (200.0 - 150.0 * t) as u8, 70)
+                } else {
+                    RGBColor(200, 200, 200)
+                };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(i, j), (i + 1, j + 1)],
+                        color.filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+                let label = if v.is_finite() {
+                    format!("{v:.3}")
+                } else {
+                    "—".into()
+                };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        label,
+                        (i, j + 1),
+                        ("sans-serif", 12).into_font(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Draw a line chart to `stem.{svg,png}`.
+pub fn line_chart(stem: &Path, c: &LineChart, stamp: &Stamp) -> Result<Vec<PathBuf>, PlotError> {
+    write_both(
+        stem,
+        (900, 560),
+        |r| r.draw_line_chart(c, stamp),
+        |r| r.draw_line_chart(c, stamp),
+    )
+}
+
+/// A heat map: `values[j][i]` is the cell at (`xs[i]`, `ys[j]`).
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Column values.
+    pub xs: Vec<f64>,
+    /// Row values.
+    pub ys: Vec<f64>,
+    /// Cells, row-major.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Draw a heat map to `stem.{svg,png}`.
+pub fn heatmap(stem: &Path, h: &Heatmap, stamp: &Stamp) -> Result<Vec<PathBuf>, PlotError> {
+    write_both(
+        stem,
+        (760, 560),
+        |r| r.draw_heatmap(h, stamp),
+        |r| r.draw_heatmap(h, stamp),
+    )
+}
