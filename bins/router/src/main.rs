@@ -1,1 +1,389 @@
-fn main() {}
+//! `router`: kvroute's cache-aware router for vLLM / SGLang fleets.
+//!
+//! Glue only (ripgrep style): parse the command line, merge it over the
+//! optional TOML config file, set up tracing, start a Tokio runtime, bind,
+//! and hand everything to `kvroute_gateway::serve` with Ctrl-C / SIGTERM as
+//! the shutdown signal. All behaviour lives in the `kvroute-gateway` crate.
+//!
+//! ```text
+//! router --instance http://127.0.0.1:8001 --instance http://127.0.0.1:8002 \
+//!        --policy weighted:alpha=1,beta=0.5 --tokenizer tokenizer.json
+//! router --config router.toml --listen 0.0.0.0:8000
+//! ```
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use kvroute_core::HashAlgo;
+use kvroute_directory::Mode;
+use kvroute_gateway::{InstanceConfig, RouterConfig};
+use kvroute_policy::PolicyConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Cache-aware request router for multi-instance LLM serving (vLLM, SGLang).
+///
+/// Flags override the config file; repeated flags (--instance, --kv-events)
+/// add to its lists.
+#[derive(Debug, Parser)]
+#[command(name = "router", version, about, long_about = None)]
+struct Args {
+    /// TOML configuration file (see bins/router/router.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8000",
+        env = "KVROUTE_LISTEN"
+    )]
+    listen: String,
+
+    /// An engine's base URL (repeatable).
+    #[arg(long = "instance", value_name = "URL")]
+    instances: Vec<String>,
+
+    /// An engine's KV-event stream: URL=bind:tcp://HOST:PORT (the router
+    /// binds; vLLM with a non-wildcard endpoint connects) or
+    /// URL=connect:tcp://HOST:PORT (vLLM bound tcp://*:PORT). Repeatable.
+    #[arg(long = "kv-events", value_name = "URL=ENDPOINT")]
+    kv_events: Vec<String>,
+
+    /// An engine's KV-event replay socket: URL=tcp://HOST:PORT (vLLM's
+    /// replay_endpoint), used to fill sequence gaps. Repeatable.
+    #[arg(long = "kv-replay", value_name = "URL=ENDPOINT")]
+    kv_replay: Vec<String>,
+
+    /// Routing policy: NAME or NAME:key=value,... (e.g. weighted:alpha=1,beta=0.5).
+    #[arg(long, value_name = "SPEC")]
+    policy: Option<String>,
+
+    /// Tokens per KV block; must equal the engines' --block-size.
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
+
+    /// Block hash algorithm; sha256_cbor is vLLM's --prefix-caching-hash-algo sha256_cbor.
+    #[arg(long, value_name = "ALGO")]
+    hash_algo: Option<HashAlgo>,
+
+    /// Hash chain seed: the engines' PYTHONHASHSEED, if they run with one.
+    #[arg(long, value_name = "SEED", env = "KVROUTE_HASH_SEED")]
+    hash_seed: Option<String>,
+
+    /// HF tokenizer.json (or .json.gz) of the served model.
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+
+    /// HF tokenizer_config.json holding the chat template.
+    #[arg(long, value_name = "PATH")]
+    chat_template: Option<PathBuf>,
+
+    /// Model name /v1/models answers with (default: ask an instance).
+    #[arg(long, value_name = "NAME")]
+    model: Option<String>,
+
+    /// Where directory entries come from.
+    #[arg(long, value_enum, value_name = "MODE")]
+    directory_mode: Option<DirMode>,
+
+    /// Publish directory updates every SECS seconds (0 = live; 0..30).
+    #[arg(long, value_name = "SECS")]
+    directory_sync_interval: Option<f64>,
+
+    /// After a KV-event gap, return to exact mode once the stream has been in order this long.
+    #[arg(long, value_name = "SECS")]
+    exact_resume: Option<f64>,
+
+    /// ZMQ topic of the KV events ("" = all).
+    #[arg(long, value_name = "TOPIC")]
+    kv_topic: Option<String>,
+
+    /// Directory entries per instance until its /metrics reports its cache size (0 = unbounded).
+    #[arg(long, value_name = "BLOCKS")]
+    directory_capacity: Option<usize>,
+
+    /// Other instances to try when one fails before any byte reached the client.
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+
+    /// Largest request body accepted (413 beyond).
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+
+    /// TCP connect timeout to an engine.
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+
+    /// Timeout of a non-streaming request (and of a stream's response headers).
+    #[arg(long, value_name = "SECS")]
+    request_timeout: Option<f64>,
+
+    /// Longest silence between two chunks of a stream.
+    #[arg(long, value_name = "SECS")]
+    stream_idle_timeout: Option<f64>,
+
+    /// Seconds between health probes (0 = no probes).
+    #[arg(long, value_name = "SECS")]
+    health_interval: Option<f64>,
+
+    /// Health probe timeout.
+    #[arg(long, value_name = "SECS")]
+    health_timeout: Option<f64>,
+
+    /// Consecutive failures that take an instance out.
+    #[arg(long, value_name = "N")]
+    unhealthy_threshold: Option<u32>,
+
+    /// Seconds between polls of each engine's /metrics (0 = no polls).
+    #[arg(long, value_name = "SECS")]
+    metrics_interval: Option<f64>,
+
+    /// Bearer token for /admin/ (unset: admin API disabled).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KVROUTE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+
+    /// How long in-flight requests may finish after Ctrl-C / SIGTERM.
+    #[arg(long, value_name = "SECS")]
+    shutdown_grace: Option<f64>,
+
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax); RUST_LOG wins if set.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log: String,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DirMode {
+    Predicted,
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("router: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    if args.print_config {
+        print!(
+            "{}",
+            toml::to_string_pretty(&config).context("writing the configuration as TOML")?
+        );
+        return Ok(());
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build().context("starting the Tokio runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        kvroute_gateway::serve(listener, config, shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// The config file (or defaults) with the flags applied over it.
+fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
+    let mut c = match &args.config {
+        Some(path) => RouterConfig::from_file(path)?,
+        None => RouterConfig::default(),
+    };
+    if let Some(spec) = &args.policy {
+        c.policy = PolicyConfig::parse(spec).with_context(|| format!("--policy {spec}"))?;
+    }
+    for url in &args.instances {
+        c.instances.push(InstanceConfig::new(url.clone()));
+    }
+    for (flag, list) in [
+        ("--kv-events", &args.kv_events),
+        ("--kv-replay", &args.kv_replay),
+    ] {
+        for item in list {
+            let Some((url, endpoint)) = item.split_once('=') else {
+                bail!("{flag} {item:?}: expected URL=ENDPOINT");
+            };
+            let want = url.trim_end_matches('/');
+            let Some(inst) = c
+                .instances
+                .iter_mut()
+                .find(|i| i.url.trim_end_matches('/') == want)
+            else {
+                bail!("{flag} {item:?}: no instance {url} (add it with --instance)");
+            };
+            if flag == "--kv-events" {
+                inst.kv_events = Some(endpoint.to_string());
+            } else {
+                inst.replay = Some(endpoint.to_string());
+            }
+        }
+    }
+    let h = &mut c.hashing;
+    set(&mut h.block_size, args.block_size);
+    set(&mut h.algo, args.hash_algo);
+    set(&mut h.seed, args.hash_seed.clone());
+    if args.tokenizer.is_some() {
+        h.tokenizer = args.tokenizer.clone();
+    }
+    if args.chat_template.is_some() {
+        h.chat_template = args.chat_template.clone();
+    }
+    if args.model.is_some() {
+        c.model = args.model.clone();
+    }
+    let d = &mut c.directory;
+    set(
+        &mut d.mode,
+        args.directory_mode.map(|m| match m {
+            DirMode::Predicted => Mode::Predicted,
+            DirMode::Exact => Mode::Exact,
+        }),
+    );
+    set(&mut d.sync_interval_secs, args.directory_sync_interval);
+    set(&mut d.exact_resume_secs, args.exact_resume);
+    set(&mut d.kv_topic, args.kv_topic.clone());
+    set(&mut d.default_capacity_blocks, args.directory_capacity);
+    let p = &mut c.proxy;
+    set(&mut p.retries, args.retries);
+    set(&mut p.max_body_bytes, args.max_body_bytes);
+    set(&mut p.connect_timeout_secs, args.connect_timeout);
+    set(&mut p.request_timeout_secs, args.request_timeout);
+    set(&mut p.stream_idle_timeout_secs, args.stream_idle_timeout);
+    set(&mut c.health.interval_secs, args.health_interval);
+    set(&mut c.health.timeout_secs, args.health_timeout);
+    set(&mut c.health.unhealthy_threshold, args.unhealthy_threshold);
+    set(&mut c.metrics_interval_secs, args.metrics_interval);
+    set(&mut c.shutdown_grace_secs, args.shutdown_grace);
+    if args.admin_token.is_some() {
+        c.admin_token = args.admin_token.clone();
+    }
+    c.validate()?;
+    if c.instances.is_empty() {
+        tracing::warn!("no instances configured: add some with --instance, the config file, or POST /admin/instances");
+    }
+    Ok(c)
+}
+
+fn set<T>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../router.example.toml");
+        let c = RouterConfig::from_toml(text, "router.example.toml".as_ref()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.instances.len(), 2);
+        assert_eq!(c.policy.name(), "weighted");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = Args::parse_from([
+            "router",
+            "--instance",
+            "http://127.0.0.1:8001",
+            "--kv-events",
+            "http://127.0.0.1:8001/=bind:tcp://127.0.0.1:5557",
+            "--policy",
+            "cache_affinity",
+            "--block-size",
+            "32",
+            "--directory-mode",
+            "exact",
+            "--retries",
+            "0",
+        ]);
+        let c = build_config(&args).unwrap();
+        assert_eq!(
+            c.instances[0].kv_events.as_deref(),
+            Some("bind:tcp://127.0.0.1:5557")
+        );
+        assert_eq!((c.hashing.block_size, c.proxy.retries), (32, 0));
+        assert_eq!(c.directory.mode, Mode::Exact);
+        assert_eq!(c.policy.name(), "cache_affinity");
+        let bad = Args::parse_from(["router", "--kv-events", "http://x:1=bind:tcp://a:1"]);
+        assert!(build_config(&bad).is_err());
+    }
+}

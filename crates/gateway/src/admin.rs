@@ -77,10 +77,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Respons
     let segs: Vec<&str> = path.split('/').skip(2).collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["instances"]) => ok(Value::Array(
-            gw.upstreams()
-                .iter()
-                .map(|u| describe(gw, u))
-                .collect(),
+            gw.upstreams().iter().map(|u| describe(gw, u)).collect(),
         )),
         (Method::POST, ["instances"]) => add(gw, req).await,
         (Method::POST, ["instances", id, "drain"]) => with_id(gw, id, |gw, id| gw.drain(id)),
@@ -113,10 +110,17 @@ fn unknown(id: &str) -> Response<ProxyBody> {
 }
 
 fn parse_id(s: &str) -> Option<InstanceId> {
-    s.trim_start_matches('i').parse::<u32>().ok().map(InstanceId)
+    s.trim_start_matches('i')
+        .parse::<u32>()
+        .ok()
+        .map(InstanceId)
 }
 
-fn with_id(gw: &Arc<Gateway>, id: &str, f: impl FnOnce(&Gateway, InstanceId) -> bool) -> Response<ProxyBody> {
+fn with_id(
+    gw: &Arc<Gateway>,
+    id: &str,
+    f: impl FnOnce(&Gateway, InstanceId) -> bool,
+) -> Response<ProxyBody> {
     let Some(i) = parse_id(id) else {
         return unknown(id);
     };
@@ -148,7 +152,10 @@ async fn add(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ProxyBody> {
             "invalid_instance",
         )
     };
-    let bytes = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+    let bytes = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) => return bad(format!("cannot read body: {e}")),
     };

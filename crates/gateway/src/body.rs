@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use kvroute_core::Outcome;
 use kvroute_routing::InflightGuard;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -157,6 +158,17 @@ impl TrackedBody {
         }
     }
 
+    /// The engine's body ended normally.
+    fn end_ok(&mut self) {
+        let outcome = if self.success {
+            Outcome::Finished
+        } else {
+            Outcome::Failed
+        };
+        self.finish(outcome);
+        self.done = true;
+    }
+
     /// End the body after a failure: an SSE stream gets an error event, a
     /// plain body is cut with an error.
     fn fail(
@@ -230,17 +242,17 @@ impl Body for TrackedBody {
                         }
                     }
                 }
+                if this.inner.is_end_stream() {
+                    // The last frame of a length-delimited body: hyper stops
+                    // polling once it has written Content-Length bytes, so
+                    // the request ends here, not at the next poll.
+                    this.end_ok();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail("stream", format!("upstream body failed: {e}")),
             Poll::Ready(None) => {
-                let outcome = if this.success {
-                    Outcome::Finished
-                } else {
-                    Outcome::Failed
-                };
-                this.finish(outcome);
-                this.done = true;
+                this.end_ok();
                 Poll::Ready(None)
             }
             Poll::Pending => {

@@ -142,6 +142,11 @@ pub struct DirectoryConfig {
     pub exact_resume_secs: f64,
     /// ZMQ topic to subscribe to ("" = all).
     pub kv_topic: String,
+    /// Entries kept per instance (LRU) until the engine's
+    /// `vllm:cache_config_info` says how many blocks it really has
+    /// (0: unbounded). Bounds the router's memory with engines that do not
+    /// report their cache size.
+    pub default_capacity_blocks: usize,
 }
 
 impl Default for DirectoryConfig {
@@ -151,6 +156,7 @@ impl Default for DirectoryConfig {
             sync_interval_secs: 0.0,
             exact_resume_secs: 10.0,
             kv_topic: String::new(),
+            default_capacity_blocks: 1 << 17,
         }
     }
 }

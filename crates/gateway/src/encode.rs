@@ -161,14 +161,18 @@ mod tests {
     #[test]
     fn chat_turns_share_blocks() {
         let e = encoder();
-        let t1 = vec![ChatMessage::user("What is the capital of France? Tell me more.")];
+        let t1 = vec![ChatMessage::user(
+            "What is the capital of France? Tell me more.",
+        )];
         let mut t2 = t1.clone();
         t2.push(ChatMessage::assistant("Paris, a large city on the Seine."));
         t2.push(ChatMessage::user("And of Italy?"));
         let (_, h1) = e.encode(&PromptInput::Chat(t1)).unwrap();
         let (_, h2) = e.encode(&PromptInput::Chat(t2)).unwrap();
-        assert!(!h1.is_empty());
-        assert_eq!(h1[..], h2[..h1.len()]);
+        assert!(h1.len() > 2);
+        // Only the block holding turn 1's zero-padded last pseudo-token may differ.
+        let n = h1.len() - 1;
+        assert_eq!(h1[..n], h2[..n]);
     }
 
     #[test]

@@ -35,12 +35,7 @@ pub enum AddInstanceError {
 }
 
 /// The JSON of an OpenAI-style error.
-pub(crate) fn error_json(
-    message: &str,
-    kind: &str,
-    code: &str,
-    param: Option<&str>,
-) -> Vec<u8> {
+pub(crate) fn error_json(message: &str, kind: &str, code: &str, param: Option<&str>) -> Vec<u8> {
     let v = serde_json::json!({
         "error": {
             "message": message,

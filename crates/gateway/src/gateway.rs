@@ -109,9 +109,7 @@ impl Gateway {
         ));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(RouterConfig::secs(
-            config.proxy.connect_timeout_secs,
-        )));
+        connector.set_connect_timeout(Some(RouterConfig::secs(config.proxy.connect_timeout_secs)));
         connector.set_keepalive(Some(Duration::from_secs(60)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -191,7 +189,10 @@ impl Gateway {
     /// Add an instance; it takes requests at once (healthy until a probe
     /// says otherwise). With `directory.mode = "exact"` and a KV-event
     /// endpoint its directory entries come from the engine's events.
-    pub fn add_instance(self: &Arc<Self>, c: &InstanceConfig) -> Result<InstanceId, AddInstanceError> {
+    pub fn add_instance(
+        self: &Arc<Self>,
+        c: &InstanceConfig,
+    ) -> Result<InstanceId, AddInstanceError> {
         c.validate().map_err(AddInstanceError::Invalid)?;
         let url = BaseUrl::parse(&c.url).map_err(|e| AddInstanceError::Invalid(e.to_string()))?;
         let kv: Option<Endpoint> = c
@@ -215,10 +216,12 @@ impl Gateway {
         if self.config.directory.mode == Mode::Exact && kv.is_none() {
             tracing::warn!(instance = %name, "directory mode is exact but the instance has no KV-event endpoint: its entries are predicted");
         }
-        self.dispatcher.set_directory_mode(
-            id,
-            if exact { Mode::Exact } else { Mode::Predicted },
-        );
+        self.dispatcher
+            .set_directory_mode(id, if exact { Mode::Exact } else { Mode::Predicted });
+        let cap = self.config.directory.default_capacity_blocks;
+        if cap > 0 {
+            self.dispatcher.directory().set_capacity(id, cap);
+        }
         let up = Arc::new(Upstream::new(id, url, kv, c.replay.clone()));
         self.upstreams.rcu(|list| {
             let mut v: Vec<Arc<Upstream>> = list.as_ref().clone();
@@ -367,18 +370,28 @@ impl Gateway {
         }
         for t in bg.tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
     }
 
     /// A response for routes the gateway answers itself.
-    pub(crate) fn text(&self, status: http::StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> http::Response<ProxyBody> {
+    pub(crate) fn text(
+        &self,
+        status: http::StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> http::Response<ProxyBody> {
         let mut r = http::Response::new(ProxyBody::full(body));
         *r.status_mut() = status;
-        r.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
         r
     }
 }

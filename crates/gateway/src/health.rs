@@ -42,10 +42,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 
 async fn probe_all(gw: &Arc<Gateway>) {
     let ups = gw.upstreams();
-    let probes = ups
-        .iter()
-        .filter(|u| !u.is_removed())
-        .map(|u| probe(gw, u));
+    let probes = ups.iter().filter(|u| !u.is_removed()).map(|u| probe(gw, u));
     futures_util::future::join_all(probes).await;
 }
 

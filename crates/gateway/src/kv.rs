@@ -29,8 +29,7 @@ use crate::upstream::Upstream;
 use bytes::Bytes;
 use kvroute_directory::Mode;
 use kvroute_kvevents::{
-    decode_payload, Endpoint, EventBatch, Received, SeqStatus, SeqTracker, SocketError,
-    Subscriber,
+    decode_payload, Endpoint, EventBatch, Received, SeqStatus, SeqTracker, SocketError, Subscriber,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

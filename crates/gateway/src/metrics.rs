@@ -16,7 +16,8 @@
 //!
 //! | series | labels |
 //! |---|---|
-//! | `kvroute_requests_total` | instance, policy, outcome (`routed`, `finished`, `failed`, `cancelled`) |
+//! | `kvroute_requests_total` | instance, policy, outcome (`finished`, `failed`, `cancelled`) |
+//! | `kvroute_routed_requests_total` | instance |
 //! | `kvroute_prompt_tokens_total`, `kvroute_predicted_cached_tokens_total` | instance |
 //! | `kvroute_engine_prefix_cache_queries_total`, `kvroute_engine_prefix_cache_hits_total` | instance |
 //! | `kvroute_inflight_requests`, `kvroute_pending_prefill_tokens` | instance |
@@ -97,8 +98,9 @@ impl RouterMetrics {
             "Errors by kind (bad_request, body_too_large, tokenize, no_instance, connect, upstream, upstream_status, timeout, stream, stream_timeout)",
             errors.clone(),
         );
-        let kv_lag =
-            Family::<InstanceLabel, Histogram, fn() -> Histogram>::new_with_constructor(lag_histogram);
+        let kv_lag = Family::<InstanceLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            lag_histogram,
+        );
         registry.register(
             "kvroute_kv_event_lag_seconds",
             "KV-event batch lag: arrival time minus the engine's batch timestamp",
@@ -202,14 +204,13 @@ impl Collector for StateCollector {
         {
             let mut m = enc.encode_descriptor(
                 "kvroute_requests",
-                "Requests routed to an instance, and how they ended",
+                "Requests routed to an instance that ended, by how they ended",
                 None,
                 MetricType::Counter,
             )?;
             for (u, i) in &insts {
                 let c = &i.counters;
                 for (outcome, v) in [
-                    ("routed", &c.routed),
                     ("finished", &c.finished),
                     ("failed", &c.failed),
                     ("cancelled", &c.cancelled),
@@ -224,9 +225,20 @@ impl Collector for StateCollector {
                 }
             }
         }
-        counter(&mut enc, "kvroute_prompt_tokens", "Prompt tokens routed to the instance", &insts, |_, i| {
-            i.counters.prompt_tokens.load(Ordering::Relaxed)
-        })?;
+        counter(
+            &mut enc,
+            "kvroute_routed_requests",
+            "Requests routed to the instance (each retry attempt counts)",
+            &insts,
+            |_, i| i.counters.routed.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "kvroute_prompt_tokens",
+            "Prompt tokens routed to the instance",
+            &insts,
+            |_, i| i.counters.prompt_tokens.load(Ordering::Relaxed),
+        )?;
         counter(
             &mut enc,
             "kvroute_predicted_cached_tokens",
@@ -248,9 +260,13 @@ impl Collector for StateCollector {
             &insts,
             |u, _| u.engine.prefix_cache_hits.load(Ordering::Relaxed),
         )?;
-        gauge(&mut enc, "kvroute_inflight_requests", "Requests in flight from this router", &insts, |_, i| {
-            f64::from(i.inflight())
-        })?;
+        gauge(
+            &mut enc,
+            "kvroute_inflight_requests",
+            "Requests in flight from this router",
+            &insts,
+            |_, i| f64::from(i.inflight()),
+        )?;
         gauge(
             &mut enc,
             "kvroute_pending_prefill_tokens",
@@ -273,9 +289,13 @@ impl Collector for StateCollector {
                 }
             }
         }
-        gauge(&mut enc, "kvroute_directory_blocks", "Blocks the directory believes the instance holds", &insts, |u, _| {
-            dir.instance_blocks(u.id()) as f64
-        })?;
+        gauge(
+            &mut enc,
+            "kvroute_directory_blocks",
+            "Blocks the directory believes the instance holds",
+            &insts,
+            |u, _| dir.instance_blocks(u.id()) as f64,
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "kvroute_directory_mode",
@@ -291,53 +311,97 @@ impl Collector for StateCollector {
                 }
             }
         }
-        gauge(&mut enc, "kvroute_engine_requests_running", "The engine's running requests (last poll)", &insts, |_, i| {
-            f64::from(i.gauges().running)
-        })?;
-        gauge(&mut enc, "kvroute_engine_requests_waiting", "The engine's waiting requests (last poll)", &insts, |_, i| {
-            f64::from(i.gauges().waiting)
-        })?;
-        gauge(&mut enc, "kvroute_engine_kv_cache_usage", "The engine's KV-cache usage, 0..1 (last poll)", &insts, |_, i| {
-            i.gauges().kv_usage
-        })?;
-        gauge(&mut enc, "kvroute_engine_num_gpu_blocks", "The engine's KV blocks (vllm:cache_config_info; 0 unknown)", &insts, |u, _| {
-            u.engine.num_gpu_blocks.load(Ordering::Relaxed) as f64
-        })?;
-        let kv = |name: &'static str, help: &'static str, f: fn(&Upstream) -> u64| {
-            (name, help, f)
-        };
+        gauge(
+            &mut enc,
+            "kvroute_engine_requests_running",
+            "The engine's running requests (last poll)",
+            &insts,
+            |_, i| f64::from(i.gauges().running),
+        )?;
+        gauge(
+            &mut enc,
+            "kvroute_engine_requests_waiting",
+            "The engine's waiting requests (last poll)",
+            &insts,
+            |_, i| f64::from(i.gauges().waiting),
+        )?;
+        gauge(
+            &mut enc,
+            "kvroute_engine_kv_cache_usage",
+            "The engine's KV-cache usage, 0..1 (last poll)",
+            &insts,
+            |_, i| i.gauges().kv_usage,
+        )?;
+        gauge(
+            &mut enc,
+            "kvroute_engine_num_gpu_blocks",
+            "The engine's KV blocks (vllm:cache_config_info; 0 unknown)",
+            &insts,
+            |u, _| u.engine.num_gpu_blocks.load(Ordering::Relaxed) as f64,
+        )?;
+        let kv = |name: &'static str, help: &'static str, f: fn(&Upstream) -> u64| (name, help, f);
         for (name, help, f) in [
-            kv("kvroute_kv_event_batches", "KV-event batches applied", |u| u.kv.batches.load(Ordering::Relaxed)),
-            kv("kvroute_kv_events", "KV events applied", |u| u.kv.events.load(Ordering::Relaxed)),
-            kv("kvroute_kv_event_gaps", "Sequence gaps in the KV-event stream", |u| u.kv.gaps.load(Ordering::Relaxed)),
-            kv("kvroute_kv_event_lost_batches", "KV-event batches lost in gaps and not replayed", |u| {
-                u.kv.lost_batches.load(Ordering::Relaxed)
+            kv(
+                "kvroute_kv_event_batches",
+                "KV-event batches applied",
+                |u| u.kv.batches.load(Ordering::Relaxed),
+            ),
+            kv("kvroute_kv_events", "KV events applied", |u| {
+                u.kv.events.load(Ordering::Relaxed)
             }),
-            kv("kvroute_kv_event_replayed_batches", "KV-event batches recovered from the replay socket", |u| {
-                u.kv.replayed_batches.load(Ordering::Relaxed)
+            kv(
+                "kvroute_kv_event_gaps",
+                "Sequence gaps in the KV-event stream",
+                |u| u.kv.gaps.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_lost_batches",
+                "KV-event batches lost in gaps and not replayed",
+                |u| u.kv.lost_batches.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_replayed_batches",
+                "KV-event batches recovered from the replay socket",
+                |u| u.kv.replayed_batches.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_restarts",
+                "Publisher restarts (sequence went backwards)",
+                |u| u.kv.restarts.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_decode_errors",
+                "Messages that were not KV-event batches",
+                |u| u.kv.decode_errors.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_directory_fallbacks",
+                "Falls back from exact to predicted entries after a gap",
+                |u| u.kv.fallbacks.load(Ordering::Relaxed),
+            ),
+            kv("kvroute_health_probes", "Health probes sent", |u| {
+                u.probes.load(Ordering::Relaxed)
             }),
-            kv("kvroute_kv_event_restarts", "Publisher restarts (sequence went backwards)", |u| {
-                u.kv.restarts.load(Ordering::Relaxed)
-            }),
-            kv("kvroute_kv_event_decode_errors", "Messages that were not KV-event batches", |u| {
-                u.kv.decode_errors.load(Ordering::Relaxed)
-            }),
-            kv("kvroute_directory_fallbacks", "Falls back from exact to predicted entries after a gap", |u| {
-                u.kv.fallbacks.load(Ordering::Relaxed)
-            }),
-            kv("kvroute_health_probes", "Health probes sent", |u| u.probes.load(Ordering::Relaxed)),
-            kv("kvroute_health_probe_failures", "Health probes failed", |u| {
-                u.probe_failures.load(Ordering::Relaxed)
-            }),
-            kv("kvroute_engine_polls_failed", "Failed /metrics polls of the engine", |u| {
-                u.engine.polls_failed.load(Ordering::Relaxed)
-            }),
+            kv(
+                "kvroute_health_probe_failures",
+                "Health probes failed",
+                |u| u.probe_failures.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_engine_polls_failed",
+                "Failed /metrics polls of the engine",
+                |u| u.engine.polls_failed.load(Ordering::Relaxed),
+            ),
         ] {
             counter(&mut enc, name, help, &insts, |u, _| f(u))?;
         }
-        gauge(&mut enc, "kvroute_kv_event_last_lag_seconds", "Lag of the last KV-event batch", &insts, |u, _| {
-            u.kv.last_lag_us.load(Ordering::Relaxed) as f64 / 1e6
-        })?;
+        gauge(
+            &mut enc,
+            "kvroute_kv_event_last_lag_seconds",
+            "Lag of the last KV-event batch",
+            &insts,
+            |u, _| u.kv.last_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
+        )?;
         Ok(())
     }
 }

@@ -71,15 +71,27 @@ pub(crate) fn apply_scrape(gw: &Gateway, up: &Upstream, scrape: &Scrape) {
                     observed_at: gw.dispatcher.now(),
                 },
             );
-            let to_u64 = |v: f64| if v.is_finite() && v > 0.0 { v as u64 } else { 0 };
+            let to_u64 = |v: f64| {
+                if v.is_finite() && v > 0.0 {
+                    v as u64
+                } else {
+                    0
+                }
+            };
             if let Some(q) = g.prefix_cache_queries_tokens {
-                up.engine.prefix_cache_queries.store(to_u64(q), Ordering::Relaxed);
+                up.engine
+                    .prefix_cache_queries
+                    .store(to_u64(q), Ordering::Relaxed);
             }
             if let Some(h) = g.prefix_cache_hits_tokens {
-                up.engine.prefix_cache_hits.store(to_u64(h), Ordering::Relaxed);
+                up.engine
+                    .prefix_cache_hits
+                    .store(to_u64(h), Ordering::Relaxed);
             }
         }
-        Err(e) => tracing::debug!(instance = %up.name(), error = %e, "no load gauges in the engine's /metrics"),
+        Err(e) => {
+            tracing::debug!(instance = %up.name(), error = %e, "no load gauges in the engine's /metrics")
+        }
     }
     if let Ok(cc) = CacheConfig::from_scrape(scrape) {
         up.engine.block_size.store(cc.block_size, Ordering::Relaxed);

@@ -45,6 +45,9 @@ pub const HEADER_REQUEST_ID: &str = "x-request-id";
 /// shorter than a block).
 pub const HEADER_SESSION_ID: &str = "x-session-id";
 
+/// Prompts with more text than this are tokenized on the blocking pool.
+const BLOCKING_ENCODE_BYTES: usize = 32 * 1024;
+
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -84,7 +87,9 @@ impl Gateway {
             ),
             (&Method::GET, "/v1/models") if self.config.model.is_some() => self.models(),
             (&Method::GET, "/v1/models") => {
-                let first = self.dispatcher.with_table(|t| t.eligible().first().copied());
+                let first = self
+                    .dispatcher
+                    .with_table(|t| t.eligible().first().copied());
                 self.passthrough(req, first).await
             }
             _ if path == "/admin" || path.starts_with("/admin/") => {
@@ -114,7 +119,10 @@ impl Gateway {
             "object": "list",
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "kvroute"}],
         });
-        json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+        json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
     }
 
     fn refuse(&self, e: &RequestError) -> Response<ProxyBody> {
@@ -142,7 +150,11 @@ impl Gateway {
         }
     }
 
-    async fn inference(self: &Arc<Self>, kind: ApiKind, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn inference(
+        self: &Arc<Self>,
+        kind: ApiKind,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let bytes = match self.read_body(&parts.headers, body).await {
@@ -153,13 +165,23 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return self.refuse(&e),
         };
-        let (prompt_tokens, block_hashes) = match self.encoder.encode(&parsed.prompt) {
+        let stream = parsed.stream;
+        let max_tokens = parsed.max_tokens;
+        let encoded =
+            if self.encoder.has_tokenizer() && parsed.prompt.text_len() > BLOCKING_ENCODE_BYTES {
+                // A long text would hold a runtime worker for milliseconds.
+                let enc = self.encoder.clone();
+                let prompt = parsed.prompt.into_owned();
+                tokio::task::spawn_blocking(move || enc.encode(&prompt))
+                    .await
+                    .unwrap_or_else(|e| Err(RequestError::Tokenize(e.to_string())))
+            } else {
+                self.encoder.encode(&parsed.prompt)
+            };
+        let (prompt_tokens, block_hashes) = match encoded {
             Ok(x) => x,
             Err(e) => return self.refuse(&e),
         };
-        let stream = parsed.stream;
-        let max_tokens = parsed.max_tokens;
-        drop(parsed);
 
         let rid = self.next_request.fetch_add(1, Ordering::Relaxed);
         let request_id = match parts.headers.get(HEADER_REQUEST_ID) {
@@ -169,14 +191,22 @@ impl Gateway {
         };
         let route_req = RouteRequest {
             id: RequestId(rid),
-            session: parts.headers.get(HEADER_SESSION_ID).map(|v| session_id(v.as_bytes())),
+            session: parts
+                .headers
+                .get(HEADER_SESSION_ID)
+                .map(|v| session_id(v.as_bytes())),
             tokens: Vec::new(),
             block_hashes,
             block_size: u32::try_from(self.encoder.hasher().block_size()).unwrap_or(u32::MAX),
             prompt_tokens,
             expected_output_tokens: max_tokens,
         };
-        let fwd_headers = forward_headers(&parts.headers, &request_id);
+        let mut fwd_headers = Some(forward_headers(&parts.headers, &request_id));
+        // The same path (and query, if any) on the engine.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or(kind.path(), |p| p.as_str());
         let deadline = tokio::time::Instant::from_std(started) + self.timeouts.request;
 
         let attempts = 1 + self.config.proxy.retries;
@@ -201,13 +231,11 @@ impl Gateway {
                 tried.push(decision.instance);
                 continue;
             };
-            let upstream_req = match build_request(
-                &up,
-                Method::POST,
-                kind.path(),
-                &fwd_headers,
-                bytes.clone(),
-            ) {
+            let headers = fwd_headers
+                .take()
+                .unwrap_or_else(|| forward_headers(&parts.headers, &request_id));
+            let upstream_req = match build_request(&up, Method::POST, path, headers, bytes.clone())
+            {
                 Ok(r) => r,
                 Err(e) => {
                     guard.finish(Outcome::Failed);
@@ -223,7 +251,7 @@ impl Gateway {
                     // Not retried: the engine may still be working on it.
                     guard.finish(Outcome::Failed);
                     self.metrics.error("timeout");
-                    tracing::warn!(instance = %up.name(), "timed out waiting for the engine's response");
+                    tracing::warn!(request = rid, instance = %up.name(), "timed out waiting for the engine's response");
                     return error_response(
                         StatusCode::GATEWAY_TIMEOUT,
                         "the engine did not answer in time",
@@ -234,8 +262,9 @@ impl Gateway {
                 Ok(Err(e)) => {
                     guard.finish(Outcome::Failed);
                     let connect = e.is_connect();
-                    self.metrics.error(if connect { "connect" } else { "upstream" });
-                    tracing::warn!(instance = %up.name(), error = %error_chain(&e), attempt, "upstream request failed");
+                    self.metrics
+                        .error(if connect { "connect" } else { "upstream" });
+                    tracing::warn!(request = rid, instance = %up.name(), error = %error_chain(&e), attempt, "upstream request failed");
                     if connect {
                         self.suspect(&up);
                     }
@@ -249,7 +278,7 @@ impl Gateway {
                     if retryable && attempt + 1 < attempts {
                         guard.finish(Outcome::Failed);
                         self.metrics.error("upstream_status");
-                        tracing::warn!(instance = %up.name(), %status, attempt, "engine answered with an error; trying another instance");
+                        tracing::warn!(request = rid, instance = %up.name(), %status, attempt, "engine answered with an error; trying another instance");
                         tried.push(decision.instance);
                         held = Some(Held {
                             response: resp,
@@ -269,7 +298,8 @@ impl Gateway {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     let success = parts.status.is_success();
-                    let sse = stream && success && !parts.headers.contains_key(header::CONTENT_LENGTH);
+                    let sse =
+                        stream && success && !parts.headers.contains_key(header::CONTENT_LENGTH);
                     let body = TrackedBody::new(
                         body,
                         guard,
@@ -290,7 +320,13 @@ impl Gateway {
             let (mut parts, body) = h.response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let mut out = Response::from_parts(parts, ProxyBody::Plain(body));
-            self.decorate(out.headers_mut(), &h.upstream, &h.decision, &route_req, request_id);
+            self.decorate(
+                out.headers_mut(),
+                &h.upstream,
+                &h.decision,
+                &route_req,
+                request_id,
+            );
             return out;
         }
         match last_error {
@@ -320,12 +356,18 @@ impl Gateway {
         req: &RouteRequest,
         request_id: HeaderValue,
     ) {
-        h.insert(HeaderName::from_static(HEADER_INSTANCE), up.header_value().clone());
+        h.insert(
+            HeaderName::from_static(HEADER_INSTANCE),
+            up.header_value().clone(),
+        );
         h.insert(
             HeaderName::from_static(HEADER_CACHED_TOKENS),
             HeaderValue::from(req.blocks_to_tokens(decision.cached_blocks)),
         );
-        h.insert(HeaderName::from_static(HEADER_POLICY), self.policy_header.clone());
+        h.insert(
+            HeaderName::from_static(HEADER_POLICY),
+            self.policy_header.clone(),
+        );
         h.insert(
             HeaderName::from_static(HEADER_REASON),
             HeaderValue::from_static(decision.reason.as_str()),
@@ -336,7 +378,11 @@ impl Gateway {
     /// Forward a request the router does not route by prompt: to `target`,
     /// else round robin over the healthy instances. No retries, no
     /// accounting.
-    async fn passthrough(self: &Arc<Self>, req: Request<Incoming>, target: Option<InstanceId>) -> Response<ProxyBody> {
+    async fn passthrough(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        target: Option<InstanceId>,
+    ) -> Response<ProxyBody> {
         let target = target.or_else(|| {
             self.dispatcher.with_table(|t| {
                 let e = t.eligible();
@@ -364,11 +410,8 @@ impl Gateway {
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static("kvr-passthrough"));
         let headers = forward_headers(&parts.headers, &request_id);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
-        let upstream_req = match build_request(&up, parts.method.clone(), path, &headers, bytes) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let upstream_req = match build_request(&up, parts.method.clone(), path, headers, bytes) {
             Ok(r) => r,
             Err(e) => {
                 return error_response(
@@ -383,14 +426,16 @@ impl Gateway {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts
-                    .headers
-                    .insert(HeaderName::from_static(HEADER_INSTANCE), up.header_value().clone());
+                parts.headers.insert(
+                    HeaderName::from_static(HEADER_INSTANCE),
+                    up.header_value().clone(),
+                );
                 Response::from_parts(parts, ProxyBody::Plain(body))
             }
             Ok(Err(e)) => {
                 let connect = e.is_connect();
-                self.metrics.error(if connect { "connect" } else { "upstream" });
+                self.metrics
+                    .error(if connect { "connect" } else { "upstream" });
                 if connect {
                     self.suspect(&up);
                 }
@@ -428,7 +473,10 @@ fn forward_headers(from: &HeaderMap, request_id: &HeaderValue) -> HeaderMap {
         }
         h.append(name.clone(), value.clone());
     }
-    h.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id.clone());
+    h.insert(
+        HeaderName::from_static(HEADER_REQUEST_ID),
+        request_id.clone(),
+    );
     h
 }
 
@@ -443,14 +491,14 @@ fn build_request(
     up: &Upstream,
     method: Method,
     path_and_query: &str,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     let uri = up.url().join(path_and_query)?;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
-    *req.headers_mut() = headers.clone();
+    *req.headers_mut() = headers;
     Ok(req)
 }
 

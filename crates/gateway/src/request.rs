@@ -78,6 +78,26 @@ pub enum PromptInput<'a> {
     Chat(Vec<ChatMessage>),
 }
 
+impl PromptInput<'_> {
+    /// Bytes of text to tokenize (0 for token ids).
+    pub fn text_len(&self) -> usize {
+        match self {
+            PromptInput::Text(t) => t.len(),
+            PromptInput::Tokens(_) => 0,
+            PromptInput::Chat(m) => m.iter().map(|m| m.role.len() + m.content.len()).sum(),
+        }
+    }
+
+    /// An owned copy (to move into another task).
+    pub fn into_owned(self) -> PromptInput<'static> {
+        match self {
+            PromptInput::Text(t) => PromptInput::Text(Cow::Owned(t.into_owned())),
+            PromptInput::Tokens(t) => PromptInput::Tokens(t),
+            PromptInput::Chat(m) => PromptInput::Chat(m),
+        }
+    }
+}
+
 /// A request the router refuses, with the HTTP status it answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -391,9 +411,14 @@ mod tests {
 
     #[test]
     fn text_prompt_is_borrowed() {
-        let p = completions(r#"{"model":"m","prompt":"hello","stream":true,"max_tokens":7,"x":[1,{}]}"#)
-            .unwrap();
-        assert!(matches!(p.prompt, PromptInput::Text(Cow::Borrowed("hello"))));
+        let p = completions(
+            r#"{"model":"m","prompt":"hello","stream":true,"max_tokens":7,"x":[1,{}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            p.prompt,
+            PromptInput::Text(Cow::Borrowed("hello"))
+        ));
         assert!(p.stream);
         assert_eq!(p.max_tokens, Some(7));
         assert_eq!(p.model, "m");
@@ -418,7 +443,13 @@ mod tests {
             r#"{"model":"m","prompt":{}}"#,
         ] {
             assert!(
-                matches!(completions(bad), Err(RequestError::WrongType { field: "prompt", .. })),
+                matches!(
+                    completions(bad),
+                    Err(RequestError::WrongType {
+                        field: "prompt",
+                        ..
+                    })
+                ),
                 "{bad}"
             );
         }
@@ -452,14 +483,23 @@ mod tests {
         ));
         assert!(matches!(
             completions(r#"{"model":"m","prompt":"x","stream":"yes"}"#),
-            Err(RequestError::WrongType { field: "stream", .. })
+            Err(RequestError::WrongType {
+                field: "stream",
+                ..
+            })
         ));
     }
 
     #[test]
     fn not_json_or_not_object() {
-        assert!(matches!(completions("{"), Err(RequestError::InvalidJson(_))));
-        assert!(matches!(completions("nope"), Err(RequestError::InvalidJson(_))));
+        assert!(matches!(
+            completions("{"),
+            Err(RequestError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            completions("nope"),
+            Err(RequestError::InvalidJson(_))
+        ));
         assert!(matches!(completions(""), Err(RequestError::InvalidJson(_))));
         assert_eq!(completions("[1]"), Err(RequestError::NotAnObject));
         assert_eq!(completions(" 3 "), Err(RequestError::NotAnObject));

@@ -85,7 +85,11 @@ pub async fn serve_gateway(
     }
     drop(listener);
     let grace = gateway.timeouts.shutdown_grace;
-    tracing::info!(open_connections = conns.len(), ?grace, "shutting down: letting in-flight requests finish");
+    tracing::info!(
+        open_connections = conns.len(),
+        ?grace,
+        "shutting down: letting in-flight requests finish"
+    );
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {

@@ -20,7 +20,6 @@ use kvroute_routing::InstanceState;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 /// An engine's base URL: `http://host:port`, no path.
@@ -70,11 +69,11 @@ impl BaseUrl {
         } else {
             format!("{}{}", self.prefix, path_and_query).parse()?
         };
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
-            .build()?)
+            .build()
     }
 }
 
@@ -151,8 +150,6 @@ pub struct Upstream {
     /// Probes sent / failed.
     pub(crate) probes: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
-    /// Wakes the health task to probe this instance now.
-    pub(crate) suspect: Notify,
     /// KV events.
     pub kv: KvStats,
     /// Engine metrics.
@@ -196,7 +193,6 @@ impl Upstream {
             failures: AtomicU32::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
-            suspect: Notify::new(),
             kv: KvStats::default(),
             engine: EngineMirror::default(),
             tasks: Mutex::new(Vec::new()),
@@ -277,7 +273,10 @@ mod tests {
             "http://127.0.0.1:8001/v1/completions?x=1"
         );
         let p = BaseUrl::parse("http://h:1/engine/").unwrap();
-        assert_eq!(p.join("/health").unwrap().to_string(), "http://h:1/engine/health");
+        assert_eq!(
+            p.join("/health").unwrap().to_string(),
+            "http://h:1/engine/health"
+        );
         assert!(BaseUrl::parse("https://h:1").is_err());
         assert!(BaseUrl::parse("h:1").is_err());
         assert!(BaseUrl::parse("http://h:1/?q").is_err());
@@ -286,7 +285,12 @@ mod tests {
 
     #[test]
     fn state_precedence() {
-        let u = Upstream::new(InstanceId(0), BaseUrl::parse("http://a:1").unwrap(), None, None);
+        let u = Upstream::new(
+            InstanceId(0),
+            BaseUrl::parse("http://a:1").unwrap(),
+            None,
+            None,
+        );
         assert_eq!(u.effective_state(), InstanceState::Healthy);
         u.unhealthy.store(true, Ordering::Release);
         assert_eq!(u.effective_state(), InstanceState::Unhealthy);

@@ -1,0 +1,316 @@
+//! The admin API (auth, add/drain/undrain/remove), /health, /v1/models,
+//! /metrics, engine metric polls, and graceful shutdown.
+
+use crate::common::*;
+use kvroute_core::InstanceId;
+use kvroute_routing::InstanceState;
+
+const TOKEN: &str = "s3cret-token";
+
+fn auth() -> (&'static str, String) {
+    ("authorization", format!("Bearer {TOKEN}"))
+}
+
+async fn admin(c: &TestClient, r: &Router, method: &str, path: &str, body: &str) -> Answer {
+    let (k, v) = auth();
+    send(
+        c,
+        method,
+        &r.url(path),
+        &[(k, v.as_str()), ("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn admin_is_disabled_without_a_token() {
+    let a = backend(Behavior::default()).await;
+    let r = router(config("round_robin", &[&a])).await;
+    let c = client();
+    let ans = send(
+        &c,
+        "GET",
+        &r.url("/admin/instances"),
+        &[("authorization", "Bearer x")],
+        "",
+    )
+    .await;
+    assert_eq!(ans.status, 404);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_requires_the_right_token() {
+    let a = backend(Behavior::default()).await;
+    let mut cfg = config("round_robin", &[&a]);
+    cfg.admin_token = Some(TOKEN.into());
+    let r = router(cfg).await;
+    let c = client();
+    let url = r.url("/admin/instances");
+    assert_eq!(send(&c, "GET", &url, &[], "").await.status, 401);
+    assert_eq!(
+        send(&c, "GET", &url, &[("authorization", "Bearer wrong")], "")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(&c, "GET", &url, &[("authorization", TOKEN)], "")
+            .await
+            .status,
+        401
+    );
+    let ans = send(
+        &c,
+        "DELETE",
+        &r.url("/admin/instances/0"),
+        &[("authorization", "Bearer s3cret-tokeN")],
+        "",
+    )
+    .await;
+    assert_eq!(ans.status, 401);
+    assert_eq!(r.gw.healthy_count(), 1, "nothing was removed");
+    let ans = admin(&c, &r, "GET", "/admin/instances", "").await;
+    assert_eq!(ans.status, 200);
+    let list = ans.json();
+    assert_eq!(list[0]["url"], a.url());
+    assert_eq!(list[0]["state"], "healthy");
+    assert_eq!(list[0]["directory"]["mode"], "predicted");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_adds_drains_undrains_and_removes_instances() {
+    let a = backend(Behavior::default()).await;
+    let b = backend(Behavior::default()).await;
+    let mut cfg = config("round_robin", &[&a]);
+    cfg.admin_token = Some(TOKEN.into());
+    let r = router(cfg).await;
+    let c = client();
+
+    let ans = admin(
+        &c,
+        &r,
+        "POST",
+        "/admin/instances",
+        &format!(r#"{{"url": "{}"}}"#, b.url()),
+    )
+    .await;
+    assert_eq!(ans.status, 201, "{}", ans.text());
+    assert_eq!(ans.json()["id"], 1);
+    let dup = admin(
+        &c,
+        &r,
+        "POST",
+        "/admin/instances",
+        &format!(r#"{{"url": "{}/"}}"#, b.url()),
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    let bad = admin(&c, &r, "POST", "/admin/instances", r#"{"url": "ftp://x"}"#).await;
+    assert_eq!(bad.status, 400);
+    let bad = admin(
+        &c,
+        &r,
+        "POST",
+        "/admin/instances",
+        r#"{"url": "http://127.0.0.1:1", "kv_events": "tcp://x"}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+
+    for i in 0..4 {
+        post(
+            &c,
+            &r.url("/v1/completions"),
+            &completion(&format!("{i}"), false),
+        )
+        .await;
+    }
+    assert_eq!((a.requests(), b.requests()), (2, 2));
+
+    let ans = admin(&c, &r, "POST", "/admin/instances/0/drain", "").await;
+    assert_eq!(ans.status, 200);
+    assert_eq!(ans.json()["state"], "draining");
+    for i in 0..3 {
+        let ans = post(
+            &c,
+            &r.url("/v1/completions"),
+            &completion(&format!("d{i}"), false),
+        )
+        .await;
+        assert_eq!(ans.header("x-kvroute-instance"), b.url());
+    }
+    let ans = admin(&c, &r, "POST", "/admin/instances/0/undrain", "").await;
+    assert_eq!(ans.json()["state"], "healthy");
+
+    let ans = admin(&c, &r, "DELETE", "/admin/instances/1", "").await;
+    assert_eq!(ans.status, 200);
+    assert_eq!(ans.json()["state"], "removed");
+    let st = r.gw.dispatcher().instance(InstanceId(1)).unwrap().state();
+    assert_eq!(st, InstanceState::Removed);
+    for i in 0..3 {
+        let ans = post(
+            &c,
+            &r.url("/v1/completions"),
+            &completion(&format!("r{i}"), false),
+        )
+        .await;
+        assert_eq!(ans.header("x-kvroute-instance"), a.url());
+    }
+    assert_eq!(
+        admin(&c, &r, "DELETE", "/admin/instances/1", "")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(&c, &r, "POST", "/admin/instances/9/drain", "")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(&c, &r, "POST", "/admin/instances/x/drain", "")
+            .await
+            .status,
+        404
+    );
+    // A removed URL can be added again (with a new id).
+    let ans = admin(
+        &c,
+        &r,
+        "POST",
+        "/admin/instances",
+        &format!(r#"{{"url": "{}"}}"#, b.url()),
+    )
+    .await;
+    assert_eq!(ans.json()["id"], 2);
+    let list = admin(&c, &r, "GET", "/admin/instances", "").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn models_health_metrics_and_other_paths() {
+    let a = backend(Behavior::default()).await;
+    let r = router(config("cache_affinity", &[&a])).await;
+    let c = client();
+    let m = send(&c, "GET", &r.url("/v1/models"), &[], "").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.json()["data"][0]["id"], "fake-model");
+    let h = send(&c, "GET", &r.url("/health"), &[], "").await;
+    assert_eq!(h.status, 200);
+    let other = send(&c, "GET", &r.url("/no/such/path"), &[], "").await;
+    assert_eq!(other.status, 404);
+    assert_eq!(other.header("x-kvroute-instance"), a.url());
+    post(
+        &c,
+        &r.url("/v1/completions"),
+        &completion("count me", false),
+    )
+    .await;
+    let page = send(&c, "GET", &r.url("/metrics"), &[], "").await;
+    assert_eq!(page.status, 200);
+    let text = page.text();
+    for needle in [
+        "kvroute_requests_total{instance=\"",
+        "outcome=\"finished\"} 1",
+        "kvroute_route_decision_seconds_bucket",
+        "kvroute_routed_requests_total{instance=",
+        "kvroute_route_decisions_total{reason=\"cache_miss\"} 1",
+        "kvroute_inflight_requests{instance=",
+        "kvroute_instance_state{instance=",
+        "kvroute_directory_mode{instance=",
+        "kvroute_directory_blocks{instance=",
+        "kvroute_predicted_cached_tokens_total{instance=",
+        "kvroute_engine_prefix_cache_hits_total{instance=",
+        "kvroute_kv_event_gaps_total{instance=",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    r.shutdown().await;
+
+    let mut cfg = config("round_robin", &[&a]);
+    cfg.model = Some("my-model".into());
+    let r = router(cfg).await;
+    let m = send(&c, "GET", &r.url("/v1/models"), &[], "").await;
+    assert_eq!(m.json()["data"][0]["id"], "my-model");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish() {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let gate = Arc::new(Semaphore::new(0));
+    let a = backend(Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Default::default()
+    })
+    .await;
+    let r = router(config("round_robin", &[&a])).await;
+    let c = client();
+    let url = r.url("/v1/completions");
+    let req = tokio::spawn({
+        let c = c.clone();
+        async move { post(&c, &url, &completion("long", true)).await }
+    });
+    r.eventually(5.0, "stream started", |r| r.inflight(0) == 1)
+        .await;
+    let gw = Arc::clone(&r.gw);
+    let shut = tokio::spawn(r.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!shut.is_finished(), "shutdown waits for the stream");
+    gate.add_permits(1);
+    let ans = req.await.unwrap();
+    assert!(ans.text().ends_with("data: [DONE]\n\n"), "{}", ans.text());
+    shut.await.unwrap();
+    let i = gw.dispatcher().instance(InstanceId(0)).unwrap();
+    assert_eq!(i.inflight(), 0);
+    assert_eq!(
+        i.counters
+            .finished
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn engine_metrics_are_polled_into_the_dispatcher() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vllm-metrics.txt"
+    ))
+    .unwrap();
+    let a = backend(Behavior {
+        metrics_page: Some(page),
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = config("round_robin", &[&a]);
+    cfg.metrics_interval_secs = 0.05;
+    let r = router(cfg).await;
+    r.eventually(5.0, "gauges polled", |r| {
+        let i = r.gw.dispatcher().instance(InstanceId(0)).unwrap();
+        i.gauges().running == 3
+    })
+    .await;
+    let i = r.gw.dispatcher().instance(InstanceId(0)).unwrap();
+    assert_eq!(i.gauges().waiting, 2);
+    assert!((i.gauges().kv_usage - 0.25).abs() < 1e-9);
+    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(up.engine.prefix_cache_hits.load(Relaxed), 640);
+    assert_eq!(up.engine.prefix_cache_queries.load(Relaxed), 1000);
+    assert_eq!(up.engine.num_gpu_blocks.load(Relaxed), 512);
+    // Engine blocks of 16 tokens, router blocks of 4: 4x as many directory entries.
+    assert_eq!(
+        r.gw.dispatcher()
+            .directory()
+            .with_index(|ix| ix.capacity(InstanceId(0))),
+        2048
+    );
+    r.shutdown().await;
+}

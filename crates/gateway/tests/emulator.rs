@@ -1,0 +1,179 @@
+//! End to end against the emulated vLLM engine (`kvroute-emulator`): with the
+//! real Qwen3 tokenizer and chat template and KV events in vLLM's format,
+//! the router's predicted cached tokens equal the engine's actual hits.
+
+use crate::common::*;
+use kvroute_core::InstanceId;
+use kvroute_directory::Mode;
+use kvroute_emulator::{spawn_on, EmulatorConfig};
+use kvroute_gateway::{InstanceConfig, PromptInput};
+use kvroute_kvevents::Endpoint;
+use kvroute_sim::Profile;
+use kvroute_workload::{ChatMessage, ChatTemplate, Tokenizer};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn qwen3() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/tokenizers/qwen3")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_mode_predictions_equal_the_engines_cache_hits() {
+    let tokenizer = Arc::new(Tokenizer::from_file(qwen3().join("tokenizer.json.gz")).unwrap());
+    let template = Arc::new(
+        ChatTemplate::from_tokenizer_config(qwen3().join("tokenizer_config.json")).unwrap(),
+    );
+    let profile = Profile::load("vllm-cpu-tiny").unwrap();
+    let block_size = profile.limits.block_size as usize;
+
+    // Ports first: the router binds the KV-event sockets, the engines connect.
+    let engines: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
+    let mut cfg = config("cache_affinity", &[]);
+    cfg.hashing.block_size = block_size;
+    cfg.hashing.tokenizer = Some(qwen3().join("tokenizer.json.gz"));
+    cfg.hashing.chat_template = Some(qwen3().join("tokenizer_config.json"));
+    cfg.directory.mode = Mode::Exact;
+    cfg.metrics_interval_secs = 0.1;
+    cfg.instances = engines
+        .iter()
+        .map(|(http, kv)| {
+            InstanceConfig::new(format!("http://127.0.0.1:{http}"))
+                .with_kv_events(format!("bind:tcp://127.0.0.1:{kv}"))
+        })
+        .collect();
+    let r = router(cfg).await;
+    r.eventually(5.0, "KV sockets bound", |r| {
+        r.gw.upstreams()
+            .iter()
+            .all(|u| u.kv.connected.load(Relaxed))
+    })
+    .await;
+    let mut running = Vec::new();
+    for (http, kv) in &engines {
+        let mut ec = EmulatorConfig::new(profile.clone(), Arc::clone(&tokenizer));
+        ec.speedup = 20.0;
+        ec.chat_template = Some(Arc::clone(&template));
+        ec.kv_events = Some(Endpoint::Connect(format!("tcp://127.0.0.1:{kv}")));
+        running.push(spawn_on(ec, *http).await.unwrap());
+    }
+    r.eventually(5.0, "engine cache config polled", |r| {
+        r.gw.upstreams()
+            .iter()
+            .all(|u| u.engine.block_size.load(Relaxed) as usize == block_size)
+    })
+    .await;
+
+    let c = client();
+    let mut messages = vec![ChatMessage::system(
+        "You are a meticulous assistant. Answer every question about the history of \
+         computing with dates, names and a short explanation of why it mattered. "
+            .repeat(3),
+    )];
+    let mut home: Option<String> = None;
+    for turn in 0..4 {
+        messages.push(ChatMessage::user(format!(
+            "Question {turn}: who built one of the first stored-program computers, and in which year did it run its first program? Please be precise."
+        )));
+        let body =
+            serde_json::json!({"model": "tiny", "messages": messages, "max_tokens": 8}).to_string();
+        let ans = post(&c, &r.url("/v1/chat/completions"), &body).await;
+        assert_eq!(ans.status, 200, "{}", ans.text());
+        let inst = ans.header("x-kvroute-instance").to_string();
+        let predicted: u64 = ans.header("x-kvroute-cached-tokens").parse().unwrap();
+        let usage = &ans.json()["usage"];
+        let actual = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        let prompt_tokens = usage["prompt_tokens"].as_u64().unwrap();
+        let (ours, hashes) =
+            r.gw.encoder()
+                .encode(&PromptInput::Chat(messages.clone()))
+                .unwrap();
+        assert_eq!(
+            u64::from(ours),
+            prompt_tokens,
+            "router and engine tokenize alike"
+        );
+        assert_eq!(
+            predicted, actual,
+            "turn {turn}: predicted vs the engine's cached tokens"
+        );
+        if turn > 0 {
+            assert!(actual > 0);
+            assert_eq!(
+                home.as_deref(),
+                Some(inst.as_str()),
+                "the conversation stays"
+            );
+        }
+        home = Some(inst.clone());
+        // Wait until the engine's events for this prompt reached the directory.
+        let id = r.gw.find(&inst).unwrap();
+        let last = *hashes.last().unwrap();
+        r.eventually(5.0, "events applied", |r| {
+            r.gw.dispatcher()
+                .directory()
+                .with_index(|ix| ix.contains(id, last))
+        })
+        .await;
+        let reply = ans.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        messages.push(ChatMessage::assistant(reply));
+    }
+    let id = r.gw.find(home.as_deref().unwrap()).unwrap();
+    let up = r.gw.upstream(id).unwrap();
+    assert!(up.kv.batches.load(Relaxed) > 0);
+    assert_eq!(up.kv.gaps.load(Relaxed), 0);
+    assert_eq!(r.gw.dispatcher().directory().mode(id), Mode::Exact);
+    r.eventually(5.0, "engine hits mirrored", |r| {
+        r.gw.upstream(id)
+            .unwrap()
+            .engine
+            .prefix_cache_hits
+            .load(Relaxed)
+            > 0
+    })
+    .await;
+    assert_eq!(r.total_inflight(), 0);
+    let _ = InstanceId(0);
+    r.shutdown().await;
+    for e in running {
+        let _ = tokio::time::timeout(Duration::from_secs(5), e.stop()).await;
+    }
+}
+
+#[tokio::test]
+async fn long_prompts_are_tokenized_with_the_real_tokenizer_off_the_runtime() {
+    let a = backend(Behavior::default()).await;
+    let mut cfg = config("cache_affinity", &[&a]);
+    cfg.hashing.block_size = 16;
+    cfg.hashing.tokenizer = Some(qwen3().join("tokenizer.json.gz"));
+    let r = router(cfg).await;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(1000); // 45 KB
+    let tokens =
+        r.gw.encoder()
+            .encode(&PromptInput::Text(text.as_str().into()))
+            .unwrap()
+            .0;
+    assert!(tokens > 5000, "{tokens}");
+    let c = client();
+    let first = post(&c, &r.url("/v1/completions"), &completion(&text, false)).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-kvroute-cached-tokens"), "0");
+    let again = post(&c, &r.url("/v1/completions"), &completion(&text, false)).await;
+    let cached: u32 = again.header("x-kvroute-cached-tokens").parse().unwrap();
+    assert_eq!(cached, tokens / 16 * 16);
+    r.shutdown().await;
+}
