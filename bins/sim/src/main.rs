@@ -45,15 +45,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let argv = std::env::args().collect::<Vec<_>>().join(" ");
+    let cli = Cli::parse();
+    // The study runs routers and engines in-process: keep their logs to warnings.
+    let default_filter = match cli.command {
+        Command::Study(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let argv = std::env::args().collect::<Vec<_>>().join(" ");
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Sweep(a) => run::sweep(a),

@@ -38,7 +38,7 @@ pub struct StudyArgs {
     #[arg(long, default_value = "vllm-cpu-tiny")]
     live_profile: String,
     /// Emulated engines run this many times faster than real time.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 16.0)]
     speedup: f64,
     /// Directory of peer-router venvs (venv-sgl, venv-vllm); peers are skipped if absent.
     #[arg(long, env = "KVROUTE_PEERS_HOME")]

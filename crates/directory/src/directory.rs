@@ -165,12 +165,39 @@ impl Directory {
     }
 
     /// A request with these blocks was sent to `id`. Recorded only when `id`
-    /// is in [`Mode::Predicted`].
-    pub fn record_routed(&self, now: Nanos, id: InstanceId, hashes: &[BlockHash]) -> ApplyStats {
+    /// is in [`Mode::Predicted`]. With [`Freshness::Live`], the blocks that
+    /// were new to `id` are appended to `new` (so a request that fails
+    /// before the engine saw it can [`retract`](Directory::retract) them).
+    pub fn record_routed(
+        &self,
+        now: Nanos,
+        id: InstanceId,
+        hashes: &[BlockHash],
+        new: Option<&mut Vec<BlockHash>>,
+    ) -> ApplyStats {
         if hashes.is_empty() || self.mode(id) != Mode::Predicted {
             return ApplyStats::default();
         }
+        if self.freshness == Freshness::Live {
+            self.index.write().insert_chain(id, hashes, new);
+            return ApplyStats {
+                stored: hashes.len() as u64,
+                ..Default::default()
+            };
+        }
         self.write(now, Op::Routed(id, hashes.to_vec()))
+    }
+
+    /// Take back predicted blocks of a request that never reached the
+    /// engine (the `new` list of [`record_routed`](Directory::record_routed)).
+    pub fn retract(&self, id: InstanceId, hashes: &[BlockHash]) {
+        if hashes.is_empty() || self.mode(id) != Mode::Predicted {
+            return;
+        }
+        let mut ix = self.index.write();
+        for &h in hashes {
+            ix.remove(id, h);
+        }
     }
 
     /// The engine behind `id` reported a cache change.
@@ -276,7 +303,7 @@ fn apply_op(index: &mut PrefixIndex, op: Op) -> ApplyStats {
     let mut s = ApplyStats::default();
     match op {
         Op::Routed(id, hashes) => {
-            index.insert_chain(id, &hashes);
+            index.insert_chain(id, &hashes, None);
             s.stored = hashes.len() as u64;
         }
         Op::Event(id, KvEvent::BlockStored { block_hashes, .. }) => {
@@ -320,7 +347,7 @@ mod tests {
     #[test]
     fn live_sees_writes_at_once() {
         let d = Directory::new(Freshness::Live);
-        d.record_routed(secs(0), A, &hs(&[1, 2]));
+        d.record_routed(secs(0), A, &hs(&[1, 2]), None);
         assert_eq!(d.overlap(secs(0), &hs(&[1, 2, 3])).get(A), 2);
     }
 
@@ -328,7 +355,7 @@ mod tests {
     fn exact_mode_ignores_predictions_but_takes_events() {
         let d = Directory::new(Freshness::Live);
         d.set_mode(A, Mode::Exact);
-        d.record_routed(secs(0), A, &hs(&[1, 2]));
+        d.record_routed(secs(0), A, &hs(&[1, 2]), None);
         assert_eq!(d.overlap(secs(0), &hs(&[1])).get(A), 0);
         let ev = KvEvent::BlockStored {
             block_hashes: hs(&[1, 2]),
@@ -354,13 +381,13 @@ mod tests {
     #[test]
     fn periodic_publishes_at_sync_points() {
         let d = Directory::new(Freshness::Periodic(secs(5)));
-        d.record_routed(Nanos::from_millis(1_000), A, &hs(&[1]));
+        d.record_routed(Nanos::from_millis(1_000), A, &hs(&[1]), None);
         assert_eq!(d.overlap(Nanos::from_millis(4_999), &hs(&[1])).get(A), 0);
         assert_eq!(d.overlap(secs(5), &hs(&[1])).get(A), 1);
         // A write exactly at a sync point is visible at that point.
-        d.record_routed(secs(10), B, &hs(&[1]));
+        d.record_routed(secs(10), B, &hs(&[1]), None);
         assert_eq!(d.overlap(secs(10), &hs(&[1])).get(B), 1);
-        d.record_routed(Nanos::from_millis(10_001), B, &hs(&[2]));
+        d.record_routed(Nanos::from_millis(10_001), B, &hs(&[2]), None);
         assert_eq!(d.pending_writes(), 1);
         assert_eq!(d.overlap(secs(14), &hs(&[1, 2])).get(B), 1);
         assert_eq!(d.overlap(secs(15), &hs(&[1, 2])).get(B), 2);
@@ -369,8 +396,8 @@ mod tests {
     #[test]
     fn delayed_shows_each_write_exactly_late() {
         let d = Directory::new(Freshness::Delayed(secs(2)));
-        d.record_routed(secs(1), A, &hs(&[1]));
-        d.record_routed(secs(2), A, &hs(&[1, 2]));
+        d.record_routed(secs(1), A, &hs(&[1]), None);
+        d.record_routed(secs(2), A, &hs(&[1, 2]), None);
         assert_eq!(d.overlap(Nanos::from_millis(2_999), &hs(&[1, 2])).get(A), 0);
         assert_eq!(d.overlap(secs(3), &hs(&[1, 2])).get(A), 1);
         assert_eq!(d.overlap(secs(4), &hs(&[1, 2])).get(A), 2);

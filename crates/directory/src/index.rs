@@ -162,26 +162,42 @@ impl PrefixIndex {
     }
 
     /// Record that `id` holds `hash`, making it most recently used.
-    pub fn insert(&mut self, id: InstanceId, hash: BlockHash) {
+    /// Returns whether it is new to `id`.
+    pub fn insert(&mut self, id: InstanceId, hash: BlockHash) -> bool {
         self.ensure(id);
         let lru = &mut self.instances[id.index()].lru;
         let holders = self.blocks.entry(hash).or_default();
-        match holders.find(id) {
-            Ok(pos) => lru.touch(holders.list[pos].node),
+        let new = match holders.find(id) {
+            Ok(pos) => {
+                lru.touch(holders.list[pos].node);
+                false
+            }
             Err(pos) => {
                 let node = lru.push_front(hash);
                 holders.insert_at(pos, Holder { instance: id, node });
+                true
             }
-        }
+        };
         self.enforce_capacity(id);
+        new
     }
 
     /// Record that `id` holds a whole prompt's chain of blocks. They are
     /// touched from last to first, so the prefix ends up most recently used
     /// and, like vLLM's free queue, the tail of a prompt is evicted first.
-    pub fn insert_chain(&mut self, id: InstanceId, hashes: &[BlockHash]) {
+    /// Appends the hashes that were new to `id` to `new` when given.
+    pub fn insert_chain(
+        &mut self,
+        id: InstanceId,
+        hashes: &[BlockHash],
+        mut new: Option<&mut Vec<BlockHash>>,
+    ) {
         for &h in hashes.iter().rev() {
-            self.insert(id, h);
+            if self.insert(id, h) {
+                if let Some(n) = new.as_deref_mut() {
+                    n.push(h);
+                }
+            }
         }
     }
 
@@ -373,8 +389,8 @@ mod tests {
     #[test]
     fn match_stops_at_first_missing_block() {
         let mut ix = PrefixIndex::new();
-        ix.insert_chain(A, &[h(1), h(2), h(3)]);
-        ix.insert_chain(B, &[h(1), h(2)]);
+        ix.insert_chain(A, &[h(1), h(2), h(3)], None);
+        ix.insert_chain(B, &[h(1), h(2)], None);
         ix.insert(C, h(2)); // holds block 2 but not block 1: no prefix match
         let m = ix.match_prefix(&[h(1), h(2), h(3), h(4)]);
         assert_eq!((m.get(A), m.get(B), m.get(C)), (3, 2, 0));
@@ -386,7 +402,7 @@ mod tests {
     fn capacity_evicts_least_recent_and_prefix_last() {
         let mut ix = PrefixIndex::new();
         ix.set_capacity(A, 3);
-        ix.insert_chain(A, &[h(1), h(2), h(3)]);
+        ix.insert_chain(A, &[h(1), h(2), h(3)], None);
         assert_eq!(ix.lru_order(A), vec![h(3), h(2), h(1)]);
         ix.insert(A, h(4));
         assert!(!ix.contains(A, h(3)), "the deepest block goes first");
@@ -401,7 +417,7 @@ mod tests {
     fn widely_shared_blocks_match_through_the_bitset() {
         let mut ix = PrefixIndex::new();
         for i in 0..100 {
-            ix.insert_chain(InstanceId(i), &[h(1), h(2)]);
+            ix.insert_chain(InstanceId(i), &[h(1), h(2)], None);
             if i % 3 == 0 {
                 ix.insert(InstanceId(i), h(3));
             }
@@ -435,8 +451,8 @@ mod tests {
     #[test]
     fn remove_and_clear_leave_nothing_behind() {
         let mut ix = PrefixIndex::new();
-        ix.insert_chain(A, &[h(1), h(2)]);
-        ix.insert_chain(B, &[h(1), h(2)]);
+        ix.insert_chain(A, &[h(1), h(2)], None);
+        ix.insert_chain(B, &[h(1), h(2)], None);
         assert!(ix.remove(A, h(1)));
         assert!(!ix.remove(A, h(1)));
         assert!(!ix.remove(C, h(2)));

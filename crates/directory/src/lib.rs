@@ -27,7 +27,7 @@ use kvroute_directory::{Directory, Freshness};
 
 let dir = Directory::new(Freshness::Live);
 let prompt = [BlockHash(11), BlockHash(12), BlockHash(13)];
-dir.record_routed(Nanos::ZERO, InstanceId(1), &prompt[..2]);
+dir.record_routed(Nanos::ZERO, InstanceId(1), &prompt[..2], None);
 let overlap = dir.overlap(Nanos::ZERO, &prompt);
 assert_eq!(overlap.get(InstanceId(1)), 2);
 assert_eq!(overlap.get(InstanceId(0)), 0);

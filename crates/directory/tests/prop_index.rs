@@ -68,7 +68,7 @@ fn check(instances: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::InsertChain(i, c) => {
                     let hs: Vec<BlockHash> = c.iter().map(|&h| BlockHash(h)).collect();
-                    ix.insert_chain(InstanceId(i), &hs);
+                    ix.insert_chain(InstanceId(i), &hs, None);
                     for &h in c.iter().rev() {
                         model.insert(i, h);
                     }
@@ -128,7 +128,7 @@ proptest! {
     fn longer_queries_never_match_less(chain in prop::collection::vec(0u64..50, 1..30), extra in prop::collection::vec(0u64..50, 0..10)) {
         let mut ix = PrefixIndex::new();
         let hs: Vec<BlockHash> = chain.iter().map(|&h| BlockHash(h)).collect();
-        ix.insert_chain(InstanceId(0), &hs);
+        ix.insert_chain(InstanceId(0), &hs, None);
         let short = ix.match_prefix(&hs).get(InstanceId(0));
         let mut long = hs.clone();
         long.extend(extra.iter().map(|&h| BlockHash(h)));

@@ -169,16 +169,23 @@ impl Dispatcher {
             .fetch_add(u64::from(req.prompt_tokens), Ordering::Relaxed);
         c.predicted_cached_tokens
             .fetch_add(u64::from(cached_tokens), Ordering::Relaxed);
-        self.directory
-            .record_routed(now, decision.instance, &req.block_hashes);
+        let mut predicted = Vec::new();
+        self.directory.record_routed(
+            now,
+            decision.instance,
+            &req.block_hashes,
+            Some(&mut predicted),
+        );
         self.policy.on_routed(req, &decision);
         Ok(Routed {
             decision,
             guard: InflightGuard {
                 policy: Arc::clone(&self.policy),
+                directory: Arc::clone(&self.directory),
                 instance: inst,
                 request: req.id,
                 pending_prefill: prefill,
+                predicted,
                 ended: false,
             },
         })
@@ -199,9 +206,14 @@ impl Dispatcher {
 #[derive(Debug)]
 pub struct InflightGuard {
     policy: Arc<dyn Policy>,
+    directory: Arc<Directory>,
     instance: Arc<Instance>,
     request: kvroute_core::RequestId,
     pending_prefill: u64,
+    /// Blocks this routing added to the instance's predicted entries; taken
+    /// back if the request fails before the engine produced anything (the
+    /// engine never cached them), forgotten at the first token.
+    predicted: Vec<BlockHash>,
     ended: bool,
 }
 
@@ -211,8 +223,10 @@ impl InflightGuard {
         self.instance.id()
     }
 
-    /// The first token arrived: the prompt's prefill is no longer pending.
+    /// The first token arrived: the prompt's prefill is no longer pending
+    /// (and its blocks are in the engine's cache).
     pub fn first_token(&mut self) {
+        self.predicted = Vec::new();
         let p = std::mem::take(&mut self.pending_prefill);
         if p > 0 {
             self.instance.prefill_done(p);
@@ -229,6 +243,10 @@ impl InflightGuard {
             return;
         }
         self.ended = true;
+        if outcome == Outcome::Failed && !self.predicted.is_empty() {
+            // The engine never produced a token: it did not cache the prompt.
+            self.directory.retract(self.instance.id(), &self.predicted);
+        }
         self.first_token();
         self.instance.end();
         let c = &self.instance.counters;

@@ -104,6 +104,35 @@ fn excluded_unhealthy_draining_removed_are_never_picked() {
 }
 
 #[test]
+fn a_request_failing_before_its_first_token_takes_its_predictions_back() {
+    let d = dispatcher("cache_affinity", 2);
+    let a = d.route(&req(1, &[1, 2])).unwrap();
+    let id = a.decision.instance;
+    a.guard.finish(Outcome::Finished);
+    // Shares block 1 with the first request, adds 3 and 4.
+    let b = d.route(&req(2, &[1, 2, 3, 4])).unwrap();
+    assert_eq!(b.decision.instance, id);
+    b.guard.finish(Outcome::Failed);
+    let held = |h| d.directory().with_index(|ix| ix.contains(id, BlockHash(h)));
+    assert!(
+        held(1) && held(2),
+        "blocks cached by an earlier request stay"
+    );
+    assert!(
+        !held(3) && !held(4),
+        "blocks only the failed request predicted are gone"
+    );
+    // A request that got its first token keeps its blocks even if it fails later.
+    let mut c = d.route(&req(3, &[7, 8])).unwrap();
+    c.guard.first_token();
+    let cid = c.decision.instance;
+    c.guard.finish(Outcome::Failed);
+    assert!(d
+        .directory()
+        .with_index(|ix| ix.contains(cid, BlockHash(7))));
+}
+
+#[test]
 fn removing_an_instance_forgets_its_blocks() {
     let d = dispatcher("cache_affinity", 2);
     let a = d.route(&req(1, &[7, 8])).unwrap().decision.instance;
