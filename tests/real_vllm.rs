@@ -95,18 +95,20 @@ async fn router(
         "KVROUTE_VLLM_KV",
         "bind:tcp://127.0.0.1:5557,bind:tcp://127.0.0.1:5558",
     );
-    let mut cfg = RouterConfig::default();
-    cfg.policy = PolicyConfig::parse(policy).unwrap();
-    cfg.instances = urls()
-        .iter()
-        .zip(&kv)
-        .map(|(u, k)| InstanceConfig::new(u.clone()).with_kv_events(k.clone()))
-        .collect();
+    let mut cfg = RouterConfig {
+        policy: PolicyConfig::parse(policy).unwrap(),
+        instances: urls()
+            .iter()
+            .zip(&kv)
+            .map(|(u, k)| InstanceConfig::new(u.clone()).with_kv_events(k.clone()))
+            .collect(),
+        metrics_interval_secs: 0.5,
+        ..Default::default()
+    };
     cfg.hashing.block_size = block_size();
     cfg.hashing.tokenizer = Some(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
     cfg.hashing.chat_template = Some(datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
     cfg.directory.mode = Mode::Exact;
-    cfg.metrics_interval_secs = 0.5;
     cfg.health.interval_secs = 0.5;
     cfg.validate().unwrap();
     let gw = Gateway::new(cfg).unwrap();

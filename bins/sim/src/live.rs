@@ -252,21 +252,23 @@ impl Live {
         let (router_task, engines, peer) = match router {
             RouterChoice::Kvroute(policy) => {
                 // Router first: it binds the KV endpoints the engines connect to.
-                let mut cfg = RouterConfig::default();
-                cfg.policy = PolicyConfig::parse(policy)?.with_seed(self.seed);
-                cfg.instances = urls
-                    .iter()
-                    .zip(&kv)
-                    .map(|(u, k)| InstanceConfig::new(u.clone()).with_kv_events(k.clone()))
-                    .collect();
+                let mut cfg = RouterConfig {
+                    policy: PolicyConfig::parse(policy)?.with_seed(self.seed),
+                    instances: urls
+                        .iter()
+                        .zip(&kv)
+                        .map(|(u, k)| InstanceConfig::new(u.clone()).with_kv_events(k.clone()))
+                        .collect(),
+                    metrics_interval_secs: 0.5,
+                    model: Some("tiny".into()),
+                    ..Default::default()
+                };
                 cfg.hashing.block_size = self.profile.limits.block_size as usize;
                 cfg.hashing.tokenizer =
                     Some(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
                 cfg.hashing.chat_template =
                     Some(datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
                 cfg.directory.mode = Mode::Exact;
-                cfg.metrics_interval_secs = 0.5;
-                cfg.model = Some("tiny".into());
                 cfg.validate().map_err(|e| anyhow!("router config: {e}"))?;
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", router_port)).await?;
                 let task = tokio::spawn(kvroute_gateway::serve(listener, cfg, async move {

@@ -335,13 +335,12 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             p.rate
         };
         let key = (rate.to_bits(), p.instances, p.seed);
-        if !timed.contains_key(&key) {
-            let s = if rate > 0.0 {
+        if let std::collections::hash_map::Entry::Vacant(slot) = timed.entry(key) {
+            slot.insert(if rate > 0.0 {
                 Arc::new(retime(&template, &ArrivalSpec::Poisson { rate }, p.seed)?)
             } else {
                 template.clone()
-            };
-            timed.insert(key, s);
+            });
         }
     }
     if let Some(t) = a.threads {

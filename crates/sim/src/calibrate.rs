@@ -212,11 +212,12 @@ fn solve(rows: &[([f64; 5], f64, bool)], active: &[bool; 5]) -> Option<[f64; 5]>
             return None;
         }
         m.swap(col, piv);
-        for r in 0..k {
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != col {
-                let f = m[r][col] / m[col][col];
-                for c in col..=k {
-                    m[r][c] -= f * m[col][c];
+                let f = row[col] / pivot_row[col];
+                for (x, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                    *x -= f * p;
                 }
             }
         }

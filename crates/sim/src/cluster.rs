@@ -532,7 +532,8 @@ impl Cluster {
         let measured: Vec<RequestRecord> = self
             .records
             .iter()
-            .filter(|r| !(r.arrival < warm))
+            // Failed-before-arrival records have NaN arrivals: keep them.
+            .filter(|r| r.arrival.is_nan() || r.arrival >= warm)
             .cloned()
             .collect();
         let busy: Vec<f64> = self

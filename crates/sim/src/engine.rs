@@ -155,6 +155,15 @@ impl Req {
     }
 }
 
+/// A scheduled step: start, end, work, and (request, new tokens) pairs.
+#[derive(Debug)]
+struct InStep {
+    start: Nanos,
+    end: Nanos,
+    work: StepWork,
+    scheduled: Vec<(u64, u32)>,
+}
+
 /// One emulated vLLM instance.
 #[derive(Debug)]
 pub struct Engine {
@@ -164,8 +173,8 @@ pub struct Engine {
     reqs: HashMap<u64, Req>,
     waiting: VecDeque<u64>,
     running: Vec<u64>,
-    /// Requests and token counts of the step in progress.
-    in_step: Option<(Nanos, Nanos, StepWork, Vec<(u64, u32)>)>,
+    /// The step in progress.
+    in_step: Option<InStep>,
     counters: EngineCounters,
     vocab: u32,
 }
@@ -256,8 +265,8 @@ impl Engine {
         self.pool.free(&req.blocks);
         self.waiting.retain(|&w| w != id);
         self.running.retain(|&w| w != id);
-        if let Some((_, _, _, sched)) = &mut self.in_step {
-            sched.retain(|(w, _)| *w != id);
+        if let Some(step) = &mut self.in_step {
+            step.scheduled.retain(|(w, _)| *w != id);
         }
         self.counters.requests_aborted += 1;
         true
@@ -325,13 +334,24 @@ impl Engine {
         }
         let secs = self.profile.latency.step_secs(&work);
         let end = now.saturating_add(Nanos::from_secs_f64(secs));
-        self.in_step = Some((now, end, work, scheduled));
+        self.in_step = Some(InStep {
+            start: now,
+            end,
+            work,
+            scheduled,
+        });
         Some(end)
     }
 
     /// Complete the step in progress (call at the time `start_step` returned).
     pub fn finish_step(&mut self) -> StepOutput {
-        let Some((start, end, work, scheduled)) = self.in_step.take() else {
+        let Some(InStep {
+            start,
+            end,
+            work,
+            scheduled,
+        }) = self.in_step.take()
+        else {
             return StepOutput::default();
         };
         self.counters.steps += 1;
