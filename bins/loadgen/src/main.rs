@@ -8,8 +8,6 @@
 //! [`kvroute_loadgen::run`]. Exit status: 0 after a complete run, 130 after
 //! an interrupted one (its results are still written), 1 on an error.
 
-mod spec;
-
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -253,7 +251,7 @@ fn config(a: &Args) -> Result<LoadgenConfig> {
 fn arrival_spec(a: &Args) -> Result<ArrivalSpec> {
     match (&a.arrival, a.rate) {
         (Some(_), Some(_)) => bail!("give either --arrival or --rate, not both"),
-        (Some(s), None) => spec::parse("arrival", s),
+        (Some(s), None) => kvroute_workload::parse_spec("arrival", s).map_err(Into::into),
         (None, Some(r)) => Ok(ArrivalSpec::Poisson { rate: r }),
         (None, None) => Ok(ArrivalSpec::default()),
     }
@@ -261,8 +259,8 @@ fn arrival_spec(a: &Args) -> Result<ArrivalSpec> {
 
 /// The workload spec from the flags, with `--sessions` applied.
 fn workload_spec(a: &Args) -> Result<WorkloadSpec> {
-    let mut s: WorkloadSpec = spec::parse("workload", &a.workload)?;
-    if spec::is_file_spec(&a.workload) {
+    let mut s: WorkloadSpec = kvroute_workload::parse_spec("workload", &a.workload)?;
+    if kvroute_workload::is_file_spec(&a.workload) {
         let dir = Path::new(&a.workload)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// Fit latency coefficients to loadgen per-request CSVs.
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
-    /// loadgen requests.csv files of probe runs (one request at a time).
+    /// loadgen requests.csv files: probe runs (one request at a time) and
+    /// closed-loop runs (their summary.json next to them says the concurrency).
     #[arg(required = true)]
     csv: Vec<PathBuf>,
     /// Profile whose limits (block size, token budget) the engine ran with.
@@ -47,11 +48,38 @@ struct Row {
     engine_e2e: Option<f64>,
 }
 
+/// The decode batch of a run, from the `summary.json` beside its CSV:
+/// 1 for probe runs, the concurrency for closed loops.
+fn batch_of(csv: &std::path::Path) -> Result<u32> {
+    let summary = csv.with_file_name("summary.json");
+    let text = std::fs::read_to_string(&summary).with_context(|| {
+        format!(
+            "reading {} (written by loadgen beside the CSV)",
+            summary.display()
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
+    let run = &v["run"];
+    if run["probe"].as_bool() == Some(true) {
+        return Ok(1);
+    }
+    match (run["pacing"]["kind"].as_str(), run["pacing"]["concurrency"].as_u64()) {
+        (Some("closed"), Some(c)) => Ok(c as u32),
+        _ => bail!(
+            "{}: only probe runs and closed-loop runs can be calibrated on (the batch size of an open loop is unknown)",
+            csv.display()
+        ),
+    }
+}
+
 pub fn run(a: CalibrateArgs) -> Result<()> {
     let base = Profile::load(&a.base).with_context(|| format!("loading profile {}", a.base))?;
     let mut samples = Vec::new();
     let mut engine_timed = 0;
     for path in &a.csv {
+        let batch = batch_of(path)?;
+        println!("{}: requests decoded in batches of {batch}", path.display());
         let mut r =
             csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
         for (i, row) in r.deserialize::<Row>().enumerate() {
@@ -75,6 +103,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
                 output_tokens: row.output_tokens,
                 ttft,
                 e2e,
+                batch,
             });
         }
     }

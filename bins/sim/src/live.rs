@@ -24,6 +24,31 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where real engines are (`--real`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RealArgs {
+    /// Base URLs of the real instances (with --real).
+    #[arg(long, default_values_t = ["http://127.0.0.1:8001".to_string(), "http://127.0.0.1:8002".to_string()])]
+    pub real_url: Vec<String>,
+    /// KV-event endpoints the router binds for the real instances (with --real).
+    #[arg(long, default_values_t = ["bind:tcp://127.0.0.1:5557".to_string(), "bind:tcp://127.0.0.1:5558".to_string()])]
+    pub real_kv: Vec<String>,
+}
+
+impl RealArgs {
+    /// Real engines, or emulated ones at `speedup`.
+    pub fn engines(&self, real: bool, speedup: f64) -> Engines {
+        if real {
+            Engines::Real {
+                urls: self.real_url.clone(),
+                kv: self.real_kv.clone(),
+            }
+        } else {
+            Engines::Emulated { speedup }
+        }
+    }
+}
+
 /// Which engines the live runs use.
 #[derive(Debug, Clone)]
 pub enum Engines {
@@ -58,8 +83,8 @@ pub struct Live {
     template: Arc<ChatTemplate>,
     model_dir: PathBuf,
     seed: u64,
-    /// Sessions per live run (a prefix of the workload).
-    limit: fn(&Workload) -> usize,
+    /// Sessions per live run (a prefix of the workload): multi-turn, single-turn.
+    limit: (usize, usize),
 }
 
 fn free_port() -> Result<u16> {
@@ -164,7 +189,7 @@ impl Live {
             template: Arc::new(template),
             model_dir: model_dir()?,
             seed,
-            limit: |w| if w.multi_turn { 16 } else { 60 },
+            limit: (16, 60),
         })
     }
 
@@ -175,9 +200,33 @@ impl Live {
         }
     }
 
+    /// Replay this many sessions of multi-turn and of single-turn workloads.
+    pub fn with_limits(mut self, multi_turn: usize, single_turn: usize) -> Live {
+        self.limit = (multi_turn.max(1), single_turn.max(1));
+        self
+    }
+
+    fn limit(&self, w: &Workload) -> usize {
+        let n = if w.multi_turn {
+            self.limit.0
+        } else {
+            self.limit.1
+        };
+        n.min(w.sessions.len())
+    }
+
+    /// The prefix of `w` a live run replays.
+    pub fn subset(&self, w: &Workload) -> Workload {
+        let n = self.limit(w);
+        Workload {
+            sessions: Arc::new(w.sessions[..n].to_vec()),
+            ..w.clone()
+        }
+    }
+
     /// Sessions for one run, timed on the wall clock.
     fn sessions(&self, w: &Workload, rate: f64) -> Vec<Session> {
-        let n = (self.limit)(w).min(w.sessions.len());
+        let n = self.limit(w);
         let s = self.speed();
         poisson(&w.sessions[..n], rate * s, self.seed)
             .into_iter()
@@ -373,7 +422,10 @@ impl Live {
             e2e_p90: t(e2e.p90),
             e2e_p99: t(e2e.p99),
             client_ttft_mean: t(r.client.ttft.mean),
+            client_ttft_p90: t(r.client.ttft.p90),
             client_ttft_p99: t(r.client.ttft.p99),
+            client_e2e_mean: t(r.client.e2e.mean),
+            client_e2e_p90: t(r.client.e2e.p90),
             hit_rate: e.prefix_cache_hit_rate().unwrap_or(f64::NAN),
             imbalance_cv: cv(&counts),
         }

@@ -4,7 +4,8 @@
 //! * `sim sweep` — a grid of them in parallel, one CSV row each;
 //! * `sim serve` — one emulated vLLM engine on the wall clock behind its HTTP API;
 //! * `sim calibrate` — fit a profile's latency terms to measured requests;
-//! * `sim study` — the four studies, with figures and `docs/results.md`.
+//! * `sim study` — the four studies, with figures and `docs/results.md`;
+//! * `sim validate` — the simulator against live engines on the same replays.
 //!
 //! The binary only parses flags and wires the libraries (`kvroute-sim`,
 //! `kvroute-emulator`, `kvroute-workload`).
@@ -15,6 +16,7 @@ mod run;
 mod serve;
 mod spec;
 mod study;
+mod validate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Run the four studies and write CSVs, figures and docs/results.md.
     Study(study::StudyArgs),
+    /// Compare the simulator with live engines on the same replays.
+    Validate(validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The study runs routers and engines in-process: keep their logs to warnings.
     let default_filter = match cli.command {
-        Command::Study(_) => "warn",
+        Command::Study(_) | Command::Validate(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Study(a) => study::run(a, &argv),
+        Command::Validate(a) => validate::run(a, &argv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -99,7 +99,7 @@ pub fn text_tools(w: &WorkloadArgs) -> Result<(Tokenizer, ChatTemplate)> {
 
 /// The workload spec from the arguments, with `--sessions` applied.
 pub fn workload_spec(w: &WorkloadArgs) -> Result<WorkloadSpec> {
-    let mut s: WorkloadSpec = spec::parse("workload", &w.workload)?;
+    let mut s: WorkloadSpec = kvroute_workload::parse_spec("workload", &w.workload)?;
     if let Some(n) = w.sessions {
         match &mut s {
             WorkloadSpec::Sharegpt(x) => x.max_sessions = Some(n),
@@ -115,7 +115,7 @@ pub fn workload_spec(w: &WorkloadArgs) -> Result<WorkloadSpec> {
 pub fn arrival_spec(w: &WorkloadArgs) -> Result<ArrivalSpec> {
     match (&w.arrival, w.rate) {
         (Some(_), Some(_)) => bail!("give either --arrival or --rate, not both"),
-        (Some(a), None) => spec::parse("arrival", a),
+        (Some(a), None) => Ok(kvroute_workload::parse_spec("arrival", a)?),
         (None, Some(r)) => Ok(ArrivalSpec::Poisson { rate: r }),
         (None, None) => Ok(ArrivalSpec::default()),
     }

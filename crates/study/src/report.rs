@@ -578,17 +578,10 @@ impl Report {
                 ("staleness_metrics", "metrics poll interval"),
             ] {
                 let _ = writeln!(o, "**{w}: TTFT mean (s) / hit rate vs {what}**\n");
-                let mut pols: Vec<&str> = self
-                    .staleness
-                    .iter()
-                    .filter(|r| r.study == study)
-                    .map(|r| r.policy.as_str())
-                    .collect();
-                pols.dedup();
                 let mut seen: Vec<&str> = Vec::new();
-                for p in pols {
-                    if !seen.contains(&p) {
-                        seen.push(p);
+                for r in self.staleness.iter().filter(|r| r.study == study) {
+                    if !seen.contains(&r.policy.as_str()) {
+                        seen.push(&r.policy);
                     }
                 }
                 let xs: Vec<f64> = {

@@ -91,8 +91,14 @@ pub struct LiveRow {
     pub e2e_p99: f64,
     /// Client TTFT mean, s.
     pub client_ttft_mean: f64,
+    /// Client TTFT p90, s (exact, from per-request times).
+    pub client_ttft_p90: f64,
     /// Client TTFT p99, s.
     pub client_ttft_p99: f64,
+    /// Client E2E mean, s.
+    pub client_e2e_mean: f64,
+    /// Client E2E p90, s (exact).
+    pub client_e2e_p90: f64,
     /// Engine prefix-cache hit rate.
     pub hit_rate: f64,
     /// CV of per-instance request counts.
@@ -328,24 +334,20 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         write_csv(&path, &rows)?;
         files.push(path);
         for w in &cfg.workloads {
-            let labels: Vec<String> = {
-                let mut v: Vec<String> = rows.iter().map(|r| r.router.clone()).collect();
-                v.dedup();
-                let mut seen = Vec::new();
-                for x in v {
-                    if !seen.contains(&x) {
-                        seen.push(x);
-                    }
+            // Routers in the order they ran.
+            let mut labels: Vec<&str> = Vec::new();
+            for r in &rows {
+                if !labels.contains(&r.router.as_str()) {
+                    labels.push(&r.router);
                 }
-                seen
-            };
+            }
             let series = labels
                 .iter()
                 .map(|l| Series {
-                    label: l.clone(),
+                    label: l.to_string(),
                     points: rows
                         .iter()
-                        .filter(|r| r.workload == w.name && &r.router == l)
+                        .filter(|r| r.workload == w.name && r.router == *l)
                         .map(|r| (r.load, r.ttft_mean))
                         .collect(),
                 })

@@ -65,6 +65,7 @@ uses it as is.
 #![deny(missing_docs)]
 
 pub use crate::arrival::{ArrivalSpec, Arrivals, WithArrivals};
+pub use crate::cli_spec::{is_file_spec, parse_spec};
 pub use crate::error::WorkloadError;
 pub use crate::prompt::{render_flat, Prompter};
 pub use crate::rag::{
@@ -84,6 +85,7 @@ pub use crate::trace::{
 };
 
 mod arrival;
+mod cli_spec;
 mod error;
 mod io;
 mod prompt;
