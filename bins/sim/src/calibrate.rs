@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kvroute_sim::calibrate::{fit, Sample};
+use kvroute_sim::calibrate::{decode_batches, fit, Sample};
 use kvroute_sim::Profile;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -31,6 +31,10 @@ pub struct CalibrateArgs {
 /// The columns of a loadgen per-request CSV that calibration reads.
 #[derive(Debug, Deserialize)]
 struct Row {
+    #[serde(default)]
+    instance: String,
+    #[serde(default)]
+    start: f64,
     status: u16,
     #[serde(default)]
     error: String,
@@ -48,9 +52,9 @@ struct Row {
     engine_e2e: Option<f64>,
 }
 
-/// The decode batch of a run, from the `summary.json` beside its CSV:
-/// 1 for probe runs, the concurrency for closed loops.
-fn batch_of(csv: &std::path::Path) -> Result<u32> {
+/// Whether a run was a probe (one request at a time), from the
+/// `summary.json` loadgen wrote beside its CSV.
+fn is_probe(csv: &std::path::Path) -> Result<bool> {
     let summary = csv.with_file_name("summary.json");
     let text = std::fs::read_to_string(&summary).with_context(|| {
         format!(
@@ -60,17 +64,7 @@ fn batch_of(csv: &std::path::Path) -> Result<u32> {
     })?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
-    let run = &v["run"];
-    if run["probe"].as_bool() == Some(true) {
-        return Ok(1);
-    }
-    match (run["pacing"]["kind"].as_str(), run["pacing"]["concurrency"].as_u64()) {
-        (Some("closed"), Some(c)) => Ok(c as u32),
-        _ => bail!(
-            "{}: only probe runs and closed-loop runs can be calibrated on (the batch size of an open loop is unknown)",
-            csv.display()
-        ),
-    }
+    Ok(v["run"]["probe"].as_bool() == Some(true))
 }
 
 pub fn run(a: CalibrateArgs) -> Result<()> {
@@ -78,15 +72,36 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     let mut samples = Vec::new();
     let mut engine_timed = 0;
     for path in &a.csv {
-        let batch = batch_of(path)?;
-        println!("{}: requests decoded in batches of {batch}", path.display());
+        let probe = is_probe(path)?;
         let mut r =
             csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut rows = Vec::new();
         for (i, row) in r.deserialize::<Row>().enumerate() {
             let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
-            if row.status != 200 || !row.error.is_empty() {
-                continue; // failed, or cut mid-stream
+            if row.status == 200 && row.error.is_empty() {
+                rows.push(row); // else failed, or cut mid-stream
             }
+        }
+        // How many requests decoded alongside each one, from the client's
+        // own timeline of the run (requests on the same instance overlapping).
+        let batches = if probe {
+            vec![1.0; rows.len()]
+        } else {
+            decode_batches(
+                &rows
+                    .iter()
+                    .map(|r| (r.instance.clone(), r.start + r.ttft, r.start + r.e2e))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mean_batch = batches.iter().sum::<f64>() / batches.len().max(1) as f64;
+        println!(
+            "{}: {} requests, {}, mean decode batch {mean_batch:.2}",
+            path.display(),
+            rows.len(),
+            if probe { "probe (alone)" } else { "under load" }
+        );
+        for (row, batch) in rows.into_iter().zip(batches) {
             let (ttft, e2e) = match (row.engine_ttft, row.engine_e2e, a.client_times) {
                 (Some(t), Some(e), false) if t > 0.0 => {
                     engine_timed += 1;
@@ -104,6 +119,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
                 ttft,
                 e2e,
                 batch,
+                // Under load only decode rows are used (TTFT includes queueing).
+                alone: probe,
             });
         }
     }
@@ -112,10 +129,11 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     }
     let f = fit(&samples, &base.limits)?;
     println!(
-        "fitted {} rows from {} requests ({} with engine-side times)",
+        "fitted {} rows from {} requests ({} with engine-side times; {} coalesced decode rows dropped)",
         f.rows,
         samples.len(),
-        engine_timed
+        engine_timed,
+        f.dropped
     );
     let m = f.model;
     println!("  step_overhead          {:.6} s", m.step_overhead);
@@ -126,6 +144,11 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     );
     println!("  decode_per_seq         {:.3e} s", m.decode_per_seq);
     println!("  decode_per_ctx_token   {:.3e} s", m.decode_per_ctx_token);
+    println!("  frontend per request   {:.6} s", f.frontend.per_request);
+    println!(
+        "  frontend per token     {:.3e} s",
+        f.frontend.per_prompt_token
+    );
     println!(
         "  residuals: TTFT rmse {:.4}s, mean |rel| {:.1}%; decode step rmse {:.5}s, mean |rel| {:.1}%",
         f.ttft_rmse,
@@ -142,6 +165,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     let mut p = base.clone();
     p.name = a.name.clone();
     p.latency = m;
+    p.frontend = f.frontend;
     p.source = format!(
         "fitted by `sim calibrate` from {} requests; TTFT mean |rel err| {:.1}%, decode {:.1}%",
         samples.len(),

@@ -260,6 +260,12 @@ impl App {
                 n.saturating_add(max_tokens)
             )));
         }
+        // vLLM's front end (template, tokenizer, input processing) takes time
+        // before the scheduler sees the request: the profile's frontend delay.
+        let delay = self.config.profile.frontend.delay_secs(n) / self.config.speedup.max(1e-9);
+        if delay > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(delay)).await;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let (admitted_tx, admitted_rx) = oneshot::channel();

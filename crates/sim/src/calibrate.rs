@@ -30,7 +30,7 @@
 //! rows also absorbs client overhead, and decode rows only see
 //! `step_overhead + decode_per_seq` together.
 
-use crate::profile::{EngineLimits, LatencyModel, StepWork};
+use crate::profile::{EngineLimits, Frontend, LatencyModel, StepWork};
 use serde::{Deserialize, Serialize};
 
 /// One measured request.
@@ -46,17 +46,46 @@ pub struct Sample {
     pub ttft: f64,
     /// End-to-end latency, seconds.
     pub e2e: f64,
-    /// Sequences decoding together (1: the request was alone).
-    pub batch: u32,
+    /// Mean number of sequences decoding together while this one decoded
+    /// (1: it was alone). See [`decode_batches`].
+    pub batch: f64,
+    /// The request had the engine to itself (a probe): its TTFT is usable.
+    pub alone: bool,
+}
+
+/// For each request, the mean number of requests decoding on the same
+/// instance during its own decode (itself included): the time-average of
+/// the overlap of decode intervals `(instance, first_token, finish)`.
+/// Gives decode rows for runs of any pacing, not only closed loops.
+pub fn decode_batches(intervals: &[(String, f64, f64)]) -> Vec<f64> {
+    intervals
+        .iter()
+        .map(|(inst, a0, a1)| {
+            let len = a1 - a0;
+            if !(len > 0.0) {
+                return 1.0;
+            }
+            let overlap: f64 = intervals
+                .iter()
+                .filter(|(j, _, _)| j == inst)
+                .map(|(_, b0, b1)| (a1.min(*b1) - a0.max(*b0)).max(0.0))
+                .sum();
+            (overlap / len).max(1.0)
+        })
+        .collect()
 }
 
 /// The fit and how well it explains the data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
-    /// The coefficients.
+    /// The step coefficients.
     pub model: LatencyModel,
+    /// The front-end delay (seen in TTFT only).
+    pub frontend: Frontend,
     /// Rows used (TTFT rows + decode rows).
     pub rows: usize,
+    /// Decode rows dropped as coalesced (a step under a quarter of the median).
+    pub dropped: usize,
     /// Root-mean-square residual of TTFT rows, seconds.
     pub ttft_rmse: f64,
     /// Mean |residual| / observed over TTFT rows.
@@ -85,13 +114,22 @@ pub enum FitError {
     Singular,
 }
 
-const NAMES: [&str; 5] = [
+/// Coefficients: the five step terms, then the two front-end terms.
+const K: usize = 7;
+
+const NAMES: [&str; K] = [
     "step_overhead",
     "prefill_per_token",
     "prefill_per_attn_token",
     "decode_per_seq",
     "decode_per_ctx_token",
+    "frontend_per_request",
+    "frontend_per_prompt_token",
 ];
+
+fn widen(f: [f64; 5], frontend: [f64; 2]) -> [f64; K] {
+    [f[0], f[1], f[2], f[3], f[4], frontend[0], frontend[1]]
+}
 
 /// The latency model's regressors for a lone request's TTFT.
 pub fn ttft_features(s: &Sample, limits: &EngineLimits) -> [f64; 5] {
@@ -121,7 +159,7 @@ pub fn decode_features(s: &Sample) -> Option<[f64; 5]> {
     (s.output_tokens > 1).then(|| {
         // Decode step k (1..out) has context prompt + k; batch-mates alike.
         let mean_ctx = f64::from(s.prompt_tokens) + f64::from(s.output_tokens) / 2.0;
-        let b = f64::from(s.batch.max(1));
+        let b = s.batch.max(1.0);
         [1.0, 0.0, 0.0, b, b * mean_ctx]
     })
 }
@@ -133,25 +171,37 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
         .iter()
         .filter(|s| s.prompt_tokens > 0 && s.ttft.is_finite() && s.ttft > 0.0 && s.e2e >= s.ttft)
         .collect();
-    if usable.iter().filter(|s| s.batch <= 1).count() < 6 {
+    if usable.iter().filter(|s| s.alone).count() < 6 {
         return Err(FitError::TooFew {
             need: 6,
             got: usable.len(),
         });
     }
-    let mut rows: Vec<([f64; 5], f64, bool)> = Vec::new();
+    let mut rows: Vec<([f64; K], f64, bool)> = Vec::new();
     for s in &usable {
-        if s.batch <= 1 {
-            rows.push((ttft_features(s, limits), s.ttft, true));
+        if s.alone {
+            let front = [1.0, f64::from(s.prompt_tokens)];
+            rows.push((widen(ttft_features(s, limits), front), s.ttft, true));
         }
         if let Some(f) = decode_features(s) {
             let y = (s.e2e - s.ttft) / f64::from(s.output_tokens - 1);
-            if y > 0.0 {
-                rows.push((f, y, false));
-            }
+            rows.push((widen(f, [0.0, 0.0]), y, false));
         }
     }
-    let mut active = [true; 5];
+    // A decode step far below the typical one is not physical: the stream
+    // delivered several tokens in one chunk (coalesced under load), so the
+    // client saw the first token late. Such rows would dominate a
+    // relative-error fit; drop them.
+    let mut steps: Vec<f64> = rows.iter().filter(|r| !r.2).map(|r| r.1).collect();
+    steps.sort_by(f64::total_cmp);
+    let floor = steps
+        .get(steps.len() / 2)
+        .map_or(0.0, |m| m / 4.0)
+        .max(1e-6);
+    rows.retain(|r| r.2 || r.1 >= floor);
+    let dropped = usable.iter().filter(|s| s.output_tokens > 1).count()
+        - rows.iter().filter(|r| !r.2).count();
+    let mut active = [true; K];
     let coef = loop {
         let c = solve(&rows, &active).ok_or(FitError::Singular)?;
         match (0..5)
@@ -162,7 +212,11 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
             None => break c,
         }
     };
-    let model = LatencyModel::from_array(coef);
+    let model = LatencyModel::from_array([coef[0], coef[1], coef[2], coef[3], coef[4]]);
+    let frontend = Frontend {
+        per_request: coef[5],
+        per_prompt_token: coef[6],
+    };
     let (mut t_sq, mut t_rel, mut t_n, mut d_sq, mut d_rel, mut d_n) = (0.0, 0.0, 0, 0.0, 0.0, 0);
     for (f, y, is_ttft) in &rows {
         let pred: f64 = f.iter().zip(&coef).map(|(a, b)| a * b).sum();
@@ -180,12 +234,14 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
     let div = |a: f64, n: usize| if n == 0 { f64::NAN } else { a / n as f64 };
     Ok(Fit {
         model,
+        frontend,
         rows: rows.len(),
+        dropped,
         ttft_rmse: div(t_sq, t_n).sqrt(),
         ttft_mean_rel_error: div(t_rel, t_n),
         decode_rmse: div(d_sq, d_n).sqrt(),
         decode_mean_rel_error: div(d_rel, d_n),
-        pinned_at_zero: (0..5)
+        pinned_at_zero: (0..K)
             .filter(|&i| !active[i])
             .map(|i| NAMES[i].to_string())
             .collect(),
@@ -193,11 +249,11 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
 }
 
 /// Weighted least squares over the active coefficients (others are zero).
-fn solve(rows: &[([f64; 5], f64, bool)], active: &[bool; 5]) -> Option<[f64; 5]> {
-    let idx: Vec<usize> = (0..5).filter(|&i| active[i]).collect();
+fn solve(rows: &[([f64; K], f64, bool)], active: &[bool; K]) -> Option<[f64; K]> {
+    let idx: Vec<usize> = (0..K).filter(|&i| active[i]).collect();
     let k = idx.len();
     if k == 0 {
-        return Some([0.0; 5]);
+        return Some([0.0; K]);
     }
     // Normal equations A^T W A x = A^T W y, with W = 1/y^2 (relative error).
     let mut m = vec![vec![0.0; k + 1]; k];
@@ -234,7 +290,7 @@ fn solve(rows: &[([f64; 5], f64, bool)], active: &[bool; 5]) -> Option<[f64; 5]>
             }
         }
     }
-    let mut out = [0.0; 5];
+    let mut out = [0.0; K];
     for (a, &i) in idx.iter().enumerate() {
         out[i] = m[a][k] / m[a][a] / scale[a];
     }
@@ -250,6 +306,10 @@ mod tests {
     fn recovers_known_coefficients_from_exact_data() {
         let p = Profile::load("vllm-cpu-tiny").unwrap();
         let truth = p.latency;
+        let front = Frontend {
+            per_request: 0.004,
+            per_prompt_token: 2e-6,
+        };
         let mut samples = Vec::new();
         for (i, prompt) in [64u32, 200, 500, 900, 1500, 2500, 3000, 3900]
             .iter()
@@ -263,13 +323,15 @@ mod tests {
                     output_tokens: out,
                     ttft: 0.0,
                     e2e: 0.0,
-                    batch: 1,
+                    batch: 1.0,
+                    alone: true,
                 };
                 let ttft: f64 = ttft_features(&s0, &p.limits)
                     .iter()
                     .zip(truth.as_array())
                     .map(|(a, b)| a * b)
-                    .sum();
+                    .sum::<f64>()
+                    + front.delay_secs(*prompt);
                 let step: f64 = decode_features(&s0)
                     .unwrap()
                     .iter()
@@ -283,7 +345,11 @@ mod tests {
                 });
                 // The same request decoding in a batch of 8 (its TTFT, taken
                 // under load, is not used).
-                let b8 = Sample { batch: 8, ..s0 };
+                let b8 = Sample {
+                    batch: 8.0,
+                    alone: false,
+                    ..s0
+                };
                 let step8: f64 = decode_features(&b8)
                     .unwrap()
                     .iter()
@@ -304,7 +370,20 @@ mod tests {
                 "{got} vs {want}"
             );
         }
+        assert!((f.frontend.per_request - 0.004).abs() < 1e-9);
+        assert!((f.frontend.per_prompt_token - 2e-6).abs() < 1e-12);
         assert!(f.ttft_mean_rel_error < 1e-9 && f.decode_mean_rel_error < 1e-9);
+    }
+
+    #[test]
+    fn decode_batches_average_the_overlap() {
+        let iv = vec![
+            ("a".to_string(), 0.0, 10.0),
+            ("a".to_string(), 5.0, 15.0),
+            ("b".to_string(), 0.0, 10.0),
+        ];
+        let b = decode_batches(&iv);
+        assert_eq!(b, vec![1.5, 1.5, 1.0]);
     }
 
     #[test]
@@ -316,7 +395,8 @@ mod tests {
             output_tokens: 1,
             ttft: 0.1,
             e2e: 0.1,
-            batch: 1,
+            batch: 1.0,
+            alone: true,
         };
         assert!(matches!(
             fit(&[s; 3], &p.limits),

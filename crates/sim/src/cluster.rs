@@ -126,8 +126,17 @@ pub struct RunResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     SessionStart,
-    Turn { slot: usize },
-    StepEnd { instance: usize },
+    Turn {
+        slot: usize,
+    },
+    /// A routed request clears the engine's front end.
+    EngineAdd {
+        instance: usize,
+        id: u64,
+    },
+    StepEnd {
+        instance: usize,
+    },
     Poll,
 }
 
@@ -159,6 +168,8 @@ pub struct Cluster {
     slots: Vec<Option<Live>>,
     free_slots: Vec<usize>,
     inflight: HashMap<u64, InFlight>,
+    /// Requests in an engine's front end, by id.
+    frontend: HashMap<u64, EngineRequest>,
     next_request: u64,
     records: Vec<RequestRecord>,
     exhausted: bool,
@@ -211,6 +222,7 @@ impl Cluster {
             slots: Vec::new(),
             free_slots: Vec::new(),
             inflight: HashMap::new(),
+            frontend: HashMap::new(),
             next_request: 0,
             records: Vec::new(),
             exhausted: false,
@@ -249,6 +261,13 @@ impl Cluster {
                     self.schedule_next_open()?;
                 }
                 Event::Turn { slot } => self.turn_arrives(t, slot),
+                Event::EngineAdd { instance, id } => {
+                    if let Some(r) = self.frontend.remove(&id) {
+                        // Checked at routing time; the id is unique.
+                        let _ = self.engines[instance].add(t, r);
+                        self.kick(instance, t);
+                    }
+                }
                 Event::StepEnd { instance } => self.step_ends(t, instance)?,
                 Event::Poll => {
                     for i in 0..self.engines.len() {
@@ -384,11 +403,12 @@ impl Cluster {
             prompt: tokens,
             max_tokens,
         };
-        if let Err(e) = self.engines[instance].add(t, engine_req) {
+        if let Err(e) = self.engines[instance].check(&engine_req) {
             routed.guard.finish(Outcome::Failed);
             self.fail(t, slot, k as u32, id, &req, instance as u32, e.to_string());
             return;
         }
+        let delay = self.engines[instance].frontend_delay(req.prompt_tokens);
         self.inflight.insert(
             id,
             InFlight {
@@ -400,7 +420,14 @@ impl Cluster {
                 guard: routed.guard,
             },
         );
-        self.kick(instance, t);
+        if delay > Nanos::ZERO {
+            self.frontend.insert(id, engine_req);
+            self.push(t.saturating_add(delay), Event::EngineAdd { instance, id });
+        } else {
+            // Checked just above; the id is unique.
+            let _ = self.engines[instance].add(t, engine_req);
+            self.kick(instance, t);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -214,8 +214,14 @@ impl Engine {
         &self.hasher
     }
 
-    /// Queue a request.
-    pub fn add(&mut self, now: Nanos, r: EngineRequest) -> Result<(), AdmitError> {
+    /// How long the front end holds a prompt of `tokens` tokens before the
+    /// scheduler sees it (the profile's [`Frontend`](crate::profile::Frontend)).
+    pub fn frontend_delay(&self, tokens: u32) -> Nanos {
+        Nanos::from_secs_f64(self.profile.frontend.delay_secs(tokens))
+    }
+
+    /// Whether `r` would be accepted by [`add`](Engine::add).
+    pub fn check(&self, r: &EngineRequest) -> Result<(), AdmitError> {
         let prompt = r.prompt.len() as u32;
         if prompt == 0 || r.max_tokens == 0 {
             return Err(AdmitError::Empty);
@@ -231,6 +237,13 @@ impl Engine {
         if self.reqs.contains_key(&r.id) {
             return Err(AdmitError::DuplicateId(r.id));
         }
+        Ok(())
+    }
+
+    /// Queue a request.
+    pub fn add(&mut self, now: Nanos, r: EngineRequest) -> Result<(), AdmitError> {
+        self.check(&r)?;
+        let prompt = r.prompt.len() as u32;
         let digests = self.hasher.chain_blocks(None, &r.prompt);
         let mut tokens = r.prompt;
         tokens.reserve(r.max_tokens as usize);

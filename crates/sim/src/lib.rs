@@ -40,7 +40,7 @@ assert_eq!(finished[0].output_tokens, 2);
 pub use crate::cluster::{Cluster, ClusterConfig, Driver, RunResult, SimError};
 pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finished, StepOutput};
 pub use crate::kv::BlockPool;
-pub use crate::profile::{EngineLimits, LatencyModel, Profile, ProfileError, StepWork};
+pub use crate::profile::{EngineLimits, Frontend, LatencyModel, Profile, ProfileError, StepWork};
 pub use crate::summary::{cv, RequestRecord, Slo, Stats, Summary};
 pub use crate::sweep::{run_shared, Sweep, SweepPoint, SweepRow};
 

@@ -68,6 +68,26 @@ impl LatencyModel {
     }
 }
 
+/// The engine's front end: what happens to a request before the scheduler
+/// sees it (vLLM's API server: chat template, tokenization, input
+/// processing). Modelled as a delay, in seconds, before the request joins
+/// the waiting queue; it counts in TTFT but uses no step time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Frontend {
+    /// Per request.
+    pub per_request: f64,
+    /// Per prompt token.
+    pub per_prompt_token: f64,
+}
+
+impl Frontend {
+    /// Seconds for a prompt of `tokens` tokens.
+    pub fn delay_secs(&self, tokens: u32) -> f64 {
+        self.per_request + self.per_prompt_token * f64::from(tokens)
+    }
+}
+
 /// What one step computes: the latency model's inputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepWork {
@@ -146,6 +166,9 @@ pub struct Profile {
     pub limits: EngineLimits,
     /// Step latency.
     pub latency: LatencyModel,
+    /// Front-end delay before scheduling (zero when absent).
+    #[serde(default)]
+    pub frontend: Frontend,
 }
 
 fn default_model() -> String {

@@ -141,3 +141,25 @@ fn overlong_prompts_fail_cleanly() {
     );
     assert_eq!(r.summary.failed, 1);
 }
+
+#[test]
+fn the_frontend_delay_counts_in_ttft_only() {
+    let run_with = |front: f64| {
+        let mut c = config("round_robin", 1);
+        c.profile.frontend.per_request = front;
+        run(c, sessions(1, 1, 0))
+    };
+    let (a, b) = (run_with(0.0), run_with(0.25));
+    let (ra, rb) = (&a.records[0], &b.records[0]);
+    assert!(
+        (rb.ttft() - ra.ttft() - 0.25).abs() < 1e-6,
+        "{} vs {}",
+        rb.ttft(),
+        ra.ttft()
+    );
+    assert!((rb.e2e() - ra.e2e() - 0.25).abs() < 1e-6);
+    assert_eq!(
+        ra.queue_time, rb.queue_time,
+        "the scheduler saw the request as soon as it cleared the front end"
+    );
+}
