@@ -17,7 +17,8 @@ PEERS=${KVROUTE_PEERS_HOME:-}
 OUT=results/proxy-bench.jsonl
 mkdir -p results
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --locked --bin router --example stub_backend -q
+cargo build --release --locked -p kvroute-router-bin -q
+cargo build --release --locked --example stub_backend -q
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
