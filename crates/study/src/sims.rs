@@ -9,7 +9,7 @@ use crate::{StudyError, Workload};
 use kvroute_core::Nanos;
 use kvroute_directory::Freshness;
 use kvroute_policy::PolicyConfig;
-use kvroute_sim::{run_shared, ClusterConfig, Profile, Slo, Summary};
+use kvroute_sim::{Cluster, ClusterConfig, Profile, Slo, Summary};
 use kvroute_workload::{Session, Turn};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -109,49 +109,77 @@ impl Job {
     }
 }
 
-/// Copies of a workload that share nothing: copy `k` maps every token `t`
-/// to `(t + k·7919) mod vocab`, so copies never hit each other's cache while
-/// each copy keeps its own prefix structure. Session ids are renumbered.
-pub fn replicate(sessions: &[Session], copies: usize, vocab: u32) -> Vec<Session> {
-    let mut out = Vec::with_capacity(sessions.len() * copies);
-    for k in 0..copies {
-        for s in sessions {
-            let mut s = s.clone();
-            s.id = out.len() as u64;
-            if k > 0 {
-                let shift = (k as u64 * 7919) % u64::from(vocab);
-                s.turns = s
-                    .turns
+/// Copy `k` of a session, sharing nothing with other copies: every token `t`
+/// becomes `(t + k·7919) mod vocab`, so copies never hit each other's cache
+/// while each keeps its own prefix structure. Text is dropped (the simulator
+/// only reads token ids).
+pub fn replica(s: &Session, k: usize, vocab: u32, id: u64) -> Session {
+    let shift = (k as u64 * 7919) % u64::from(vocab.max(1));
+    Session {
+        id,
+        arrival: s.arrival,
+        think_time: s.think_time,
+        turns: s
+            .turns
+            .iter()
+            .map(|t| Turn {
+                messages: Vec::new(),
+                prompt_text: None,
+                prompt_tokens: t
+                    .prompt_tokens
                     .iter()
-                    .map(|t| Turn {
-                        messages: Vec::new(),
-                        prompt_text: None,
-                        prompt_tokens: t
-                            .prompt_tokens
-                            .iter()
-                            .map(|&x| ((u64::from(x) + shift) % u64::from(vocab)) as u32)
-                            .collect(),
-                        max_tokens: t.max_tokens,
-                    })
-                    .collect();
-            }
-            out.push(s);
-        }
+                    .map(|&x| ((u64::from(x) + shift) % u64::from(vocab.max(1))) as u32)
+                    .collect(),
+                max_tokens: t.max_tokens,
+            })
+            .collect(),
     }
-    out
 }
 
-/// Give sessions Poisson arrivals at `rate` per second (seeded).
-pub fn poisson(sessions: &[Session], rate: f64, seed: u64) -> Vec<Session> {
+/// `copies` replicas of a workload, one after another (see [`replica`]).
+pub fn replicate(sessions: &[Session], copies: usize, vocab: u32) -> Vec<Session> {
+    timed(Arc::new(sessions.to_vec()), copies, vocab, None, 0).collect()
+}
+
+/// The sessions of `copies` replicas of `base`, made one at a time as the
+/// simulation pulls them (a 1024-instance run replays hundreds of thousands
+/// of sessions; only those in flight are in memory), with Poisson arrivals
+/// at `rate` per second when given.
+pub fn timed(
+    base: Arc<Vec<Session>>,
+    copies: usize,
+    vocab: u32,
+    rate: Option<f64>,
+    seed: u64,
+) -> impl Iterator<Item = Session> {
     let rng = kvroute_core::SeededRng::new(seed ^ 0xa11);
     let mut t = 0.0f64;
-    sessions
-        .iter()
-        .map(|s| {
-            let mut s = s.clone();
+    let n = base.len();
+    (0..n * copies.max(1)).map(move |i| {
+        let (k, j) = (i / n, i % n);
+        let mut s = if k == 0 {
+            let mut s = base[j].clone();
+            s.id = i as u64;
+            s
+        } else {
+            replica(&base[j], k, vocab, i as u64)
+        };
+        if let Some(rate) = rate {
             t += -(1.0 - rng.unit()).ln() / rate;
             s.arrival = Nanos::from_secs_f64(t);
-            s
+        }
+        s
+    })
+}
+
+/// Give sessions Poisson arrivals at `rate` per second (seeded; the same
+/// arrivals as [`timed`] gives for one copy).
+pub fn poisson(sessions: &[Session], rate: f64, seed: u64) -> Vec<Session> {
+    timed(Arc::new(sessions.to_vec()), 1, u32::MAX, Some(rate), seed)
+        .zip(sessions)
+        .map(|(mut t, s)| {
+            t.id = s.id;
+            t
         })
         .collect()
 }
@@ -184,13 +212,17 @@ impl SimContext {
 
     /// Run one job on a workload.
     pub fn run(&self, w: &Workload, job: &Job) -> Result<(SimRow, Summary), StudyError> {
-        let base: Vec<Session> = if job.replicas > 1 {
-            replicate(&w.sessions, job.replicas, w.vocab)
-        } else {
-            w.sessions.as_ref().clone()
-        };
-        let timed = Arc::new(poisson(&base, job.rate, self.seed));
-        let r = run_shared(self.config(job)?, timed).map_err(|e| StudyError::Sim(e.to_string()))?;
+        let sessions = timed(
+            w.sessions.clone(),
+            job.replicas,
+            w.vocab,
+            Some(job.rate),
+            self.seed,
+        )
+        .map(Ok::<_, String>);
+        let r = Cluster::new(self.config(job)?, sessions)
+            .and_then(Cluster::run)
+            .map_err(|e| StudyError::Sim(e.to_string()))?;
         let s = r.summary;
         Ok((
             SimRow {
