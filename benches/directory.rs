@@ -50,6 +50,23 @@ fn bench_index(c: &mut Criterion) {
         })
     });
 
+    // The same through `insert_chain`, the predicted-routing path (one
+    // eviction pass per chain).
+    let mut salted = Vec::with_capacity(PROMPT_BLOCKS);
+    g.bench_function("insert_chain_125_blocks_full_index_batched", |b| {
+        b.iter(|| {
+            k += 1;
+            let salt = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            salted.clear();
+            salted.extend(
+                chains[k % chains.len()]
+                    .iter()
+                    .map(|h| BlockHash(h.0 ^ salt)),
+            );
+            ix.insert_chain(InstanceId((k % 16) as u32), &salted, None);
+        })
+    });
+
     // Insert then remove (KV-event churn), steady size.
     g.bench_function("insert_then_remove_125_blocks", |b| {
         b.iter(|| {

@@ -42,11 +42,12 @@ wait_ready() {
 
 measure() { # label pid url
   local label=$1 pid=$2 url=$3
-  wrk -t1 -c32 -d2s -s benches/proxy/post2k.lua "$url" > /dev/null 2>&1 || true
+  local script=${SCRIPT:-benches/proxy/post2k.lua}
+  wrk -t1 -c32 -d2s -s "$script" "$url" > /dev/null 2>&1 || true
   for conc in 32 128; do
     local c0 r0 out reqs
     c0=$(cpu_ticks "$pid")
-    out=$(wrk -t1 -c$conc -d${SECS}s --latency -s benches/proxy/post2k.lua "$url")
+    out=$(wrk -t1 -c$conc -d${SECS}s --latency -s "$script" "$url")
     r0=$(cpu_ticks "$pid")
     python3 - "$label" "$conc" "$c0" "$r0" "$out" >> "$OUT" <<'PY'
 import json, re, sys
@@ -94,6 +95,14 @@ run_kvroute "kvroute cache_affinity" --policy cache_affinity
 run_kvroute "kvroute weighted" --policy weighted
 run_kvroute "kvroute cache_affinity + Qwen3 tokenizer" --policy cache_affinity \
   --tokenizer datasets/tokenizers/qwen3/tokenizer.json.gz
+# Chat turns with a shared history (benches/proxy/chat_history.lua), the
+# template applied, with and without the router's message-piece cache.
+for cache in 0 4194304; do
+  SCRIPT=benches/proxy/chat_history.lua run_kvroute \
+    "kvroute cache_affinity + Qwen3 tokenizer, chat turn, tokenize cache $([ $cache = 0 ] && echo off || echo on)" \
+    --policy cache_affinity --tokenizer datasets/tokenizers/qwen3/tokenizer.json.gz \
+    --chat-template datasets/tokenizers/qwen3/tokenizer_config.json --tokenize-cache $cache
+done
 if [ -n "$PEERS" ] && [ -x "$PEERS/venv-sgl/bin/python" ]; then
   run_peer "sglang-router round_robin" "$PEERS/venv-sgl/bin/python" -m sglang_router.launch_router --policy round_robin
   run_peer "sglang-router cache_aware" "$PEERS/venv-sgl/bin/python" -m sglang_router.launch_router --policy cache_aware

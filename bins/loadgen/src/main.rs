@@ -297,7 +297,8 @@ fn load_sessions(a: &Args, spec: &WorkloadSpec, arrival: &ArrivalSpec) -> Result
         .clone()
         .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
     let tokenizer = Tokenizer::from_file(&tok_path)
-        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?
+        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
     let template = ChatTemplate::from_tokenizer_config(&tpl_path)
         .with_context(|| format!("loading chat template {}", tpl_path.display()))?;
     let path = spec.path().display().to_string();

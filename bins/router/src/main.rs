@@ -79,6 +79,10 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     chat_template: Option<PathBuf>,
 
+    /// Token ids of chat-message pieces to remember between requests (0: off).
+    #[arg(long, value_name = "TOKENS")]
+    tokenize_cache: Option<usize>,
+
     /// Model name /v1/models answers with (default: ask an instance).
     #[arg(long, value_name = "NAME")]
     model: Option<String>,
@@ -303,6 +307,7 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     if args.chat_template.is_some() {
         h.chat_template = args.chat_template.clone();
     }
+    set(&mut h.tokenize_cache_tokens, args.tokenize_cache);
     if args.model.is_some() {
         c.model = args.model.clone();
     }

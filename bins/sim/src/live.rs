@@ -166,7 +166,8 @@ impl Live {
         seed: u64,
     ) -> Result<Live> {
         let tokenizer =
-            Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))?;
+            Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))?
+                .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
         let template = ChatTemplate::from_tokenizer_config(
             datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
         )?;

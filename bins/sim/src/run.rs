@@ -91,7 +91,8 @@ pub fn text_tools(w: &WorkloadArgs) -> Result<(Tokenizer, ChatTemplate)> {
         .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
     Ok((
         Tokenizer::from_file(&tok)
-            .with_context(|| format!("loading tokenizer {}", tok.display()))?,
+            .with_context(|| format!("loading tokenizer {}", tok.display()))?
+            .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS),
         ChatTemplate::from_tokenizer_config(&tpl)
             .with_context(|| format!("loading chat template {}", tpl.display()))?,
     ))

@@ -56,7 +56,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
     let tokenizer = Tokenizer::from_file(&tok_path)
-        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?
+        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
     let tpl_path = a
         .chat_template
         .clone()

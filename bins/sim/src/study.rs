@@ -82,7 +82,8 @@ fn commit() -> String {
 /// The study's two workloads: multi-turn ShareGPT and RAG.
 pub fn workloads(quick: bool, seed: u64) -> Result<Vec<Workload>> {
     let tok = Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))
-        .context("loading the shipped tokenizer")?;
+        .context("loading the shipped tokenizer")?
+        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
     let tpl = ChatTemplate::from_tokenizer_config(
         datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
     )

@@ -13,6 +13,7 @@
 use crate::lru::LruList;
 use kvroute_core::{mix64, BlockHash, InstanceId, Overlap};
 use smallvec::SmallVec;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -165,9 +166,43 @@ impl PrefixIndex {
     /// Returns whether it is new to `id`.
     pub fn insert(&mut self, id: InstanceId, hash: BlockHash) -> bool {
         self.ensure(id);
+        let new = self.insert_unbounded(id, hash);
+        self.enforce_capacity(id);
+        new
+    }
+
+    /// Record that `id` holds a whole prompt's chain of blocks. They are
+    /// touched from last to first, so the prefix ends up most recently used
+    /// and, like vLLM's free queue, the tail of a prompt is evicted first.
+    /// Appends the hashes that were new to `id` to `new` when given.
+    ///
+    /// Evictions happen once, after the whole chain is in: the same blocks
+    /// leave as with one insert at a time (the chain is newer than anything
+    /// else the instance holds), except that a block the chain itself
+    /// touches is never evicted and re-added on the way.
+    pub fn insert_chain(
+        &mut self,
+        id: InstanceId,
+        hashes: &[BlockHash],
+        mut new: Option<&mut Vec<BlockHash>>,
+    ) {
+        self.ensure(id);
+        for &h in hashes.iter().rev() {
+            if self.insert_unbounded(id, h) {
+                if let Some(n) = new.as_deref_mut() {
+                    n.push(h);
+                }
+            }
+        }
+        self.enforce_capacity(id);
+    }
+
+    /// [`insert`](PrefixIndex::insert) without the capacity check; `id`
+    /// must exist.
+    fn insert_unbounded(&mut self, id: InstanceId, hash: BlockHash) -> bool {
         let lru = &mut self.instances[id.index()].lru;
         let holders = self.blocks.entry(hash).or_default();
-        let new = match holders.find(id) {
+        match holders.find(id) {
             Ok(pos) => {
                 lru.touch(holders.list[pos].node);
                 false
@@ -177,40 +212,19 @@ impl PrefixIndex {
                 holders.insert_at(pos, Holder { instance: id, node });
                 true
             }
-        };
-        self.enforce_capacity(id);
-        new
-    }
-
-    /// Record that `id` holds a whole prompt's chain of blocks. They are
-    /// touched from last to first, so the prefix ends up most recently used
-    /// and, like vLLM's free queue, the tail of a prompt is evicted first.
-    /// Appends the hashes that were new to `id` to `new` when given.
-    pub fn insert_chain(
-        &mut self,
-        id: InstanceId,
-        hashes: &[BlockHash],
-        mut new: Option<&mut Vec<BlockHash>>,
-    ) {
-        for &h in hashes.iter().rev() {
-            if self.insert(id, h) {
-                if let Some(n) = new.as_deref_mut() {
-                    n.push(h);
-                }
-            }
         }
     }
 
     /// Record that `id` no longer holds `hash`. Returns whether it did.
     pub fn remove(&mut self, id: InstanceId, hash: BlockHash) -> bool {
-        let Some(holders) = self.blocks.get_mut(&hash) else {
+        let Entry::Occupied(mut e) = self.blocks.entry(hash) else {
             return false;
         };
-        let Some(node) = holders.remove(id) else {
+        let Some(node) = e.get_mut().remove(id) else {
             return false;
         };
-        if holders.is_empty() {
-            self.blocks.remove(&hash);
+        if e.get().is_empty() {
+            e.remove();
         }
         self.instances[id.index()].lru.remove(node);
         true
@@ -348,10 +362,11 @@ impl PrefixIndex {
         id: InstanceId,
         hash: BlockHash,
     ) {
-        if let Some(holders) = blocks.get_mut(&hash) {
-            holders.remove(id);
-            if holders.is_empty() {
-                blocks.remove(&hash);
+        // One probe: the entry is removed through the slot it was found in.
+        if let Entry::Occupied(mut e) = blocks.entry(hash) {
+            e.get_mut().remove(id);
+            if e.get().is_empty() {
+                e.remove();
             }
         }
     }

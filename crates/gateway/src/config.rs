@@ -114,6 +114,10 @@ pub struct HashingConfig {
     /// A HF `tokenizer_config.json` whose `chat_template` renders chat
     /// requests. Unset: chat requests are hashed in a flat rendering.
     pub chat_template: Option<PathBuf>,
+    /// Token ids of prompt pieces between special tokens (chat messages) to
+    /// remember, so a chat turn only tokenizes its new messages; 0 turns the
+    /// cache off. The ids are the same either way.
+    pub tokenize_cache_tokens: usize,
 }
 
 impl Default for HashingConfig {
@@ -124,6 +128,7 @@ impl Default for HashingConfig {
             seed: VLLM_DEFAULT_SEED.to_string(),
             tokenizer: None,
             chat_template: None,
+            tokenize_cache_tokens: kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS,
         }
     }
 }

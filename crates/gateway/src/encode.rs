@@ -51,7 +51,15 @@ impl PromptEncoder {
     /// From the hashing configuration: loads the tokenizer and compiles the
     /// chat template if configured.
     pub fn from_config(c: &HashingConfig) -> Result<PromptEncoder, EncoderError> {
-        let tokenizer = c.tokenizer.as_ref().map(Tokenizer::from_file).transpose()?;
+        let tokenizer = c
+            .tokenizer
+            .as_ref()
+            .map(Tokenizer::from_file)
+            .transpose()?
+            .map(|t| match c.tokenize_cache_tokens {
+                0 => t,
+                n => t.with_segment_cache(n),
+            });
         let template = c
             .chat_template
             .as_ref()

@@ -62,7 +62,7 @@ pub fn decode_batches(intervals: &[(String, f64, f64)]) -> Vec<f64> {
         .iter()
         .map(|(inst, a0, a1)| {
             let len = a1 - a0;
-            if !(len > 0.0) {
+            if len.is_nan() || len <= 0.0 {
                 return 1.0;
             }
             let overlap: f64 = intervals

@@ -73,6 +73,7 @@ pub use crate::rag::{
     DEFAULT_RAG_SYSTEM_PROMPT,
 };
 pub use crate::request::{ChatMessage, Session, Turn};
+pub use crate::segment_cache::{SegmentCache, DEFAULT_SEGMENT_CACHE_TOKENS};
 pub use crate::sharegpt::{ShareGptOptions, ShareGptSessions, ShareGptStats};
 pub use crate::spec::{
     build_workload, datasets_dir, embedded_qwen3_template, embedded_qwen3_tokenizer, AzureSpec,
@@ -92,6 +93,7 @@ mod prompt;
 mod rag;
 mod request;
 mod rng;
+mod segment_cache;
 mod sharegpt;
 mod spec;
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub fn datasets_dir() -> PathBuf {
 /// The shipped Qwen3 tokenizer (`datasets/tokenizers/qwen3/tokenizer.json.gz`).
 pub fn embedded_qwen3_tokenizer() -> Result<Tokenizer, WorkloadError> {
     Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))
+        .map(|t| t.with_segment_cache(crate::DEFAULT_SEGMENT_CACHE_TOKENS))
 }
 
 /// The shipped Qwen3 chat template (`datasets/tokenizers/qwen3/tokenizer_config.json`).

@@ -24,6 +24,7 @@
 use crate::error::WorkloadError;
 use crate::io;
 use crate::request::ChatMessage;
+use crate::segment_cache::SegmentCache;
 use minijinja::value::Value;
 use minijinja::{Environment, ErrorKind};
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 pub struct Tokenizer {
     inner: Arc<tokenizers::Tokenizer>,
     source: PathBuf,
+    cache: Option<Arc<SegmentCache>>,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -43,6 +45,7 @@ impl fmt::Debug for Tokenizer {
         f.debug_struct("Tokenizer")
             .field("source", &self.source)
             .field("vocab_size", &self.vocab_size())
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -71,7 +74,25 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner: Arc::new(inner),
             source,
+            cache: None,
         })
+    }
+
+    /// This tokenizer, remembering the token ids of up to about
+    /// `budget_tokens` tokens' worth of prompt pieces between special tokens
+    /// (see [`SegmentCache`]): a chat turn then only tokenizes its new
+    /// messages. The ids are the same as without the cache; a tokenizer
+    /// whose configuration would make them differ is returned uncached
+    /// ([`segment_cache`](Self::segment_cache) is then `None`). Clones share
+    /// the cache.
+    pub fn with_segment_cache(mut self, budget_tokens: usize) -> Tokenizer {
+        self.cache = SegmentCache::for_tokenizer(&self.inner, budget_tokens).map(Arc::new);
+        self
+    }
+
+    /// The piece cache, when one is on.
+    pub fn segment_cache(&self) -> Option<&SegmentCache> {
+        self.cache.as_deref()
     }
 
     /// Token ids of a text prompt, with the special tokens vLLM adds to a text
@@ -83,6 +104,19 @@ impl Tokenizer {
     /// Token ids of `text`, choosing whether the post-processor may add
     /// special tokens (BOS/EOS).
     pub fn encode_with(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, WorkloadError> {
+        match &self.cache {
+            Some(c) if c.applies(add_special_tokens) => c.encode(text, |piece| {
+                self.encode_uncached(piece, add_special_tokens)
+            }),
+            _ => self.encode_uncached(text, add_special_tokens),
+        }
+    }
+
+    fn encode_uncached(
         &self,
         text: &str,
         add_special_tokens: bool,
