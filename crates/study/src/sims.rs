@@ -136,7 +136,7 @@ pub fn replica(s: &Session, k: usize, vocab: u32, id: u64) -> Session {
     }
 }
 
-/// `copies` replicas of a workload, one after another (see [`replica`]).
+/// `copies` replicas of a workload, interleaved (see [`timed`]).
 pub fn replicate(sessions: &[Session], copies: usize, vocab: u32) -> Vec<Session> {
     timed(Arc::new(sessions.to_vec()), copies, vocab, None, 0).collect()
 }
@@ -145,6 +145,14 @@ pub fn replicate(sessions: &[Session], copies: usize, vocab: u32) -> Vec<Session
 /// simulation pulls them (a 1024-instance run replays hundreds of thousands
 /// of sessions; only those in flight are in memory), with Poisson arrivals
 /// at `rate` per second when given.
+///
+/// The copies are interleaved — session *i* is session *i / copies* of copy
+/// *i mod copies* — so all of them run at once, each at `1/copies` of the
+/// rate: `copies` independent tenants, each with the prefix structure (and
+/// the hot spots) of the original at the original's rate. One after another
+/// instead, each copy would come alone at the full rate for a stretch of
+/// time that shrinks as copies are added, and a policy's hot spot would
+/// depend on how long that stretch is rather than on the instance count.
 pub fn timed(
     base: Arc<Vec<Session>>,
     copies: usize,
@@ -156,7 +164,7 @@ pub fn timed(
     let mut t = 0.0f64;
     let n = base.len();
     (0..n * copies.max(1)).map(move |i| {
-        let (k, j) = (i / n, i % n);
+        let (k, j) = (i % copies.max(1), i / copies.max(1));
         let mut s = if k == 0 {
             let mut s = base[j].clone();
             s.id = i as u64;
@@ -335,9 +343,12 @@ mod tests {
         let r = replicate(&[s(0, vec![1, 2, 3]), s(1, vec![1, 2, 9])], 3, 100);
         assert_eq!(r.len(), 6);
         assert_eq!(r[0].turns[0].prompt_tokens, vec![1, 2, 3]);
-        let (a, b) = (&r[2].turns[0].prompt_tokens, &r[3].turns[0].prompt_tokens);
+        assert_eq!(r[3].turns[0].prompt_tokens, vec![1, 2, 9]);
+        // Interleaved: sessions 1 and 4 are copy 1 of the two originals.
+        let (a, b) = (&r[1].turns[0].prompt_tokens, &r[4].turns[0].prompt_tokens);
         assert_eq!(a[..2], b[..2], "a copy keeps the sharing within it");
         assert_ne!(a[0], 1, "copies do not share with the original");
+        assert_ne!(a[0], r[2].turns[0].prompt_tokens[0], "nor with each other");
         assert_eq!(
             r.iter().map(|x| x.id).collect::<Vec<_>>(),
             (0..6).collect::<Vec<_>>()
