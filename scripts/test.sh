@@ -29,6 +29,11 @@ for crate in kvroute-core kvroute-policy kvroute-directory kvroute-routing; do
   fi
 done
 
+step "the README's commands resolve from the top of the workspace"
+cargo run --locked -q --bin sim -- study --help > /dev/null
+cargo run --locked -q --bin router -- --help > /dev/null
+cargo run --locked -q --bin loadgen -- --help > /dev/null
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -48,9 +48,11 @@ pub struct StudyArgs {
     /// Where CSVs and figures go.
     #[arg(long, default_value = "results/study")]
     out: PathBuf,
-    /// Where the results document goes (figures are copied next to it).
-    #[arg(long, default_value = "docs/results.md")]
-    doc: PathBuf,
+    /// Where the results document goes (figures are copied next to it)
+    /// [default: docs/results.md; with --quick, OUT/results.md, so a quick
+    /// run leaves the committed results alone]
+    #[arg(long)]
+    doc: Option<PathBuf>,
     /// TTFT SLO (capacity, goodput), seconds.
     #[arg(long, default_value_t = 2.0)]
     ttft_slo: f64,
@@ -181,12 +183,16 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         &cfg,
         live.as_ref().map(|l| l as &dyn kvroute_study::LiveRunner),
     )?;
-    if let Some(dir) = a.doc.parent() {
+    let doc = match &a.doc {
+        Some(d) => d.clone(),
+        None if a.quick => a.out.join("results.md"),
+        None => PathBuf::from("docs/results.md"),
+    };
+    if let Some(dir) = doc.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&a.doc, &out.markdown)
-        .with_context(|| format!("writing {}", a.doc.display()))?;
-    copy_figures(&a.out, &a.doc)?;
+    std::fs::write(&doc, &out.markdown).with_context(|| format!("writing {}", doc.display()))?;
+    copy_figures(&a.out, &doc)?;
     for v in &out.verdicts {
         println!("{} {}: {}", v.id, v.claim, v.outcome);
     }
@@ -194,7 +200,7 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         "wrote {} files under {} and {} in {:.0}s",
         out.files.len(),
         a.out.display(),
-        a.doc.display(),
+        doc.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
