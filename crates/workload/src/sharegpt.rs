@@ -78,6 +78,10 @@ pub struct ShareGptStats {
     pub skipped_too_long: usize,
     /// Sessions cut short because a later prompt would exceed `max_prompt_tokens`.
     pub truncated: usize,
+    /// Sessions cut before their first blank (empty or whitespace-only)
+    /// message: replaying it would send an empty message, which some routers
+    /// reject (sglang-router answers 400) and no real user sends.
+    pub cut_at_blank: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +156,7 @@ impl ShareGptSessions {
             WorkloadError::parse(&path, line, format!("not a ShareGPT conversation: {e}"))
         })?;
         self.stats.conversations += 1;
-        let Some(pairs) = exchanges(&raw.conversations) else {
+        let Some((pairs, blank)) = exchanges(&raw.conversations) else {
             self.stats.skipped_roles += 1;
             return Ok(None);
         };
@@ -224,6 +228,8 @@ impl ShareGptSessions {
         }
         if cut {
             self.stats.truncated += 1;
+        } else if blank {
+            self.stats.cut_at_blank += 1;
         }
         let session = Session {
             id: self.stats.sessions as u64,
@@ -238,21 +244,28 @@ impl ShareGptSessions {
 
 /// The (human, gpt) exchanges of a conversation, or `None` when its roles do
 /// not alternate starting with a human message. A trailing human message
-/// without an answer is dropped.
-fn exchanges(messages: &[RawMessage]) -> Option<Vec<(&str, &str)>> {
+/// without an answer is dropped; so is everything from the first exchange
+/// with a blank message on (the flag says whether that happened).
+fn exchanges(messages: &[RawMessage]) -> Option<(Vec<(&str, &str)>, bool)> {
     let is_user = |m: &RawMessage| matches!(m.from.as_str(), "human" | "user");
     let is_assistant = |m: &RawMessage| matches!(m.from.as_str(), "gpt" | "assistant" | "chatgpt");
     let mut out = Vec::with_capacity(messages.len() / 2);
+    let mut blank = false;
     for pair in messages.chunks(2) {
         match pair {
             [u, a] if is_user(u) && is_assistant(a) => {
-                out.push((u.value.as_str(), a.value.as_str()))
+                if !blank && (u.value.trim().is_empty() || a.value.trim().is_empty()) {
+                    blank = true;
+                }
+                if !blank {
+                    out.push((u.value.as_str(), a.value.as_str()));
+                }
             }
             [u] if is_user(u) => {}
             _ => return None,
         }
     }
-    Some(out)
+    Some((out, blank))
 }
 
 impl Iterator for ShareGptSessions {
@@ -374,7 +387,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!((holds, pairs), (175, 175));
+        assert_eq!((holds, pairs), (173, 173));
         assert!(sessions
             .iter()
             .flat_map(|s| &s.turns)
@@ -429,6 +442,41 @@ mod tests {
         );
         assert_eq!(got[2].as_ref().unwrap().id, 1);
         assert_eq!(it.stats().malformed, 1);
+    }
+
+    /// A blank message ends the session there: the turns before it are
+    /// replayed, the blank one and everything after are not.
+    #[test]
+    fn sessions_stop_before_a_blank_message() {
+        let text = [
+            line(
+                "blank-question",
+                &[
+                    ("human", "first question"),
+                    ("gpt", "first answer"),
+                    ("human", "  \n"),
+                    ("gpt", "an answer to nothing"),
+                    ("human", "third"),
+                    ("gpt", "third answer"),
+                ],
+            ),
+            line("blank-answer", &[("human", "a question"), ("gpt", "")]),
+            line("fine", &[("human", "q"), ("gpt", "a")]),
+        ]
+        .join("\n");
+        let path = temp_file("blank.jsonl", text.as_bytes());
+        let mut it =
+            ShareGptSessions::open(&path, prompter(false), ShareGptOptions::default()).unwrap();
+        let sessions: Vec<Session> = it.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0].turns.len(), 1);
+        assert!(sessions
+            .iter()
+            .flat_map(|s| &s.turns)
+            .flat_map(|t| &t.messages)
+            .all(|m| !m.content.trim().is_empty()));
+        let s = it.stats();
+        assert_eq!((s.cut_at_blank, s.skipped_empty, s.sessions), (1, 1, 2));
     }
 
     #[test]
