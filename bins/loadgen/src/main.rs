@@ -12,11 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use kvroute_loadgen::{Api, LoadgenConfig, Pacing, RecordHook, RunReport, Slo};
-use kvroute_workload::{
-    build_workload, datasets_dir, ArrivalSpec, ChatTemplate, Session, Tokenizer, WorkloadSpec,
-};
+use kvroute_workload::{build_workload, load_text_tools, ArrivalSpec, Session, WorkloadSpec};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -249,36 +247,18 @@ fn config(a: &Args) -> Result<LoadgenConfig> {
 
 /// The arrival process from the flags.
 fn arrival_spec(a: &Args) -> Result<ArrivalSpec> {
-    match (&a.arrival, a.rate) {
-        (Some(_), Some(_)) => bail!("give either --arrival or --rate, not both"),
-        (Some(s), None) => kvroute_workload::parse_spec("arrival", s).map_err(Into::into),
-        (None, Some(r)) => Ok(ArrivalSpec::Poisson { rate: r }),
-        (None, None) => Ok(ArrivalSpec::default()),
-    }
+    Ok(kvroute_workload::arrival_from_flags(
+        a.arrival.as_deref(),
+        a.rate,
+    )?)
 }
 
 /// The workload spec from the flags, with `--sessions` applied.
 fn workload_spec(a: &Args) -> Result<WorkloadSpec> {
-    let mut s: WorkloadSpec = kvroute_workload::parse_spec("workload", &a.workload)?;
-    if kvroute_workload::is_file_spec(&a.workload) {
-        let dir = Path::new(&a.workload)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        s = s.with_base_dir(dir);
-    }
-    if let Some(n) = a.sessions {
-        if n == 0 {
-            bail!("--sessions must be at least 1");
-        }
-        match &mut s {
-            WorkloadSpec::Sharegpt(x) => x.max_sessions = Some(n),
-            WorkloadSpec::Rag(x) => x.num_requests = n,
-            WorkloadSpec::Mooncake(x) => x.max_requests = Some(n),
-            WorkloadSpec::Azure(x) => x.max_requests = Some(n),
-        }
-    }
-    Ok(s)
+    Ok(kvroute_workload::workload_from_flags(
+        &a.workload,
+        a.sessions,
+    )?)
 }
 
 /// Build the sessions up front, so a bad dataset fails before any load is
@@ -288,19 +268,8 @@ fn load_sessions(a: &Args, spec: &WorkloadSpec, arrival: &ArrivalSpec) -> Result
     if !spec.path().is_file() {
         bail!("workload dataset {} does not exist", spec.path().display());
     }
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
-    let tpl_path = a
-        .chat_template
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
-    let tokenizer = Tokenizer::from_file(&tok_path)
-        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?
-        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
-    let template = ChatTemplate::from_tokenizer_config(&tpl_path)
-        .with_context(|| format!("loading chat template {}", tpl_path.display()))?;
+    let (tokenizer, template) =
+        load_text_tools(a.tokenizer.as_deref(), a.chat_template.as_deref())?;
     let path = spec.path().display().to_string();
     let iter = build_workload(spec, arrival, &tokenizer, Some(&template), a.seed)
         .with_context(|| format!("opening workload {path}"))?;

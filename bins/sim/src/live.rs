@@ -18,7 +18,7 @@ use kvroute_policy::PolicyConfig;
 use kvroute_sim::{cv, Profile};
 use kvroute_study::sims::poisson;
 use kvroute_study::{LiveRow, LiveRunner, RouterChoice, StudyError, Workload};
-use kvroute_workload::{datasets_dir, ChatTemplate, Session, Tokenizer};
+use kvroute_workload::{datasets_dir, load_text_tools, ChatTemplate, Session, Tokenizer};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -165,12 +165,7 @@ impl Live {
         peers_home: Option<PathBuf>,
         seed: u64,
     ) -> Result<Live> {
-        let tokenizer =
-            Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))?
-                .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
-        let template = ChatTemplate::from_tokenizer_config(
-            datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
-        )?;
+        let (tokenizer, template) = load_text_tools(None, None)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

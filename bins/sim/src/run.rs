@@ -12,7 +12,7 @@ use kvroute_sim::{
     SweepRow,
 };
 use kvroute_workload::{
-    datasets_dir, ArrivalSpec, Arrivals, ChatTemplate, Session, Tokenizer, WorkloadSpec,
+    load_text_tools, ArrivalSpec, Arrivals, ChatTemplate, Session, Tokenizer, WorkloadSpec,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,45 +81,26 @@ pub struct ClusterArgs {
 
 /// Load the tokenizer and template the workload needs.
 pub fn text_tools(w: &WorkloadArgs) -> Result<(Tokenizer, ChatTemplate)> {
-    let tok = w
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
-    let tpl = w
-        .chat_template
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
-    Ok((
-        Tokenizer::from_file(&tok)
-            .with_context(|| format!("loading tokenizer {}", tok.display()))?
-            .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS),
-        ChatTemplate::from_tokenizer_config(&tpl)
-            .with_context(|| format!("loading chat template {}", tpl.display()))?,
-    ))
+    Ok(load_text_tools(
+        w.tokenizer.as_deref(),
+        w.chat_template.as_deref(),
+    )?)
 }
 
 /// The workload spec from the arguments, with `--sessions` applied.
 pub fn workload_spec(w: &WorkloadArgs) -> Result<WorkloadSpec> {
-    let mut s: WorkloadSpec = kvroute_workload::parse_spec("workload", &w.workload)?;
-    if let Some(n) = w.sessions {
-        match &mut s {
-            WorkloadSpec::Sharegpt(x) => x.max_sessions = Some(n),
-            WorkloadSpec::Rag(x) => x.num_requests = n,
-            WorkloadSpec::Mooncake(x) => x.max_requests = Some(n),
-            WorkloadSpec::Azure(x) => x.max_requests = Some(n),
-        }
-    }
-    Ok(s)
+    Ok(kvroute_workload::workload_from_flags(
+        &w.workload,
+        w.sessions,
+    )?)
 }
 
 /// The arrival spec from the arguments.
 pub fn arrival_spec(w: &WorkloadArgs) -> Result<ArrivalSpec> {
-    match (&w.arrival, w.rate) {
-        (Some(_), Some(_)) => bail!("give either --arrival or --rate, not both"),
-        (Some(a), None) => Ok(kvroute_workload::parse_spec("arrival", a)?),
-        (None, Some(r)) => Ok(ArrivalSpec::Poisson { rate: r }),
-        (None, None) => Ok(ArrivalSpec::default()),
-    }
+    Ok(kvroute_workload::arrival_from_flags(
+        w.arrival.as_deref(),
+        w.rate,
+    )?)
 }
 
 /// Generate the whole workload in memory.

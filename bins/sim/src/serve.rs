@@ -6,7 +6,7 @@ use kvroute_core::HashAlgo;
 use kvroute_emulator::EmulatorConfig;
 use kvroute_kvevents::Endpoint;
 use kvroute_sim::Profile;
-use kvroute_workload::{datasets_dir, ChatTemplate, Tokenizer};
+use kvroute_workload::load_text_tools;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -51,19 +51,8 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> Result<()> {
     let profile =
         Profile::load(&a.profile).with_context(|| format!("loading profile {}", a.profile))?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
-    let tokenizer = Tokenizer::from_file(&tok_path)
-        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?
-        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
-    let tpl_path = a
-        .chat_template
-        .clone()
-        .unwrap_or_else(|| datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
-    let template = ChatTemplate::from_tokenizer_config(&tpl_path)
-        .with_context(|| format!("loading chat template {}", tpl_path.display()))?;
+    let (tokenizer, template) =
+        load_text_tools(a.tokenizer.as_deref(), a.chat_template.as_deref())?;
     let mut c = EmulatorConfig::new(profile, Arc::new(tokenizer));
     c.chat_template = Some(Arc::new(template));
     if let Some(m) = a.model {

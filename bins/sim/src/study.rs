@@ -9,8 +9,7 @@ use kvroute_sim::Profile;
 use kvroute_study::plot::Stamp;
 use kvroute_study::{StudyConfig, Workload};
 use kvroute_workload::{
-    datasets_dir, ArrivalSpec, ChatTemplate, RagSpec, Session, ShareGptSpec, Tokenizer,
-    WorkloadSpec,
+    load_text_tools, ArrivalSpec, RagSpec, Session, ShareGptSpec, WorkloadSpec,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,13 +82,8 @@ fn commit() -> String {
 
 /// The study's two workloads: multi-turn ShareGPT and RAG.
 pub fn workloads(quick: bool, seed: u64) -> Result<Vec<Workload>> {
-    let tok = Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))
-        .context("loading the shipped tokenizer")?
-        .with_segment_cache(kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS);
-    let tpl = ChatTemplate::from_tokenizer_config(
-        datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
-    )
-    .context("loading the shipped chat template")?;
+    let (tok, tpl) =
+        load_text_tools(None, None).context("loading the shipped tokenizer and chat template")?;
     let vocab = tok.base_vocab_size() as u32;
     let build = |spec: WorkloadSpec| -> Result<Vec<Session>> {
         let it = spec

@@ -4,9 +4,58 @@
 //! [`WorkloadSpec`](crate::WorkloadSpec) and [`ArrivalSpec`](crate::ArrivalSpec).
 //! `loadgen` and `sim` share this syntax.
 
+use crate::arrival::ArrivalSpec;
 use crate::error::WorkloadError;
+use crate::spec::WorkloadSpec;
 use serde::de::DeserializeOwned;
 use std::path::Path;
+
+/// The workload of a `--workload SPEC` flag: a spec file's relative dataset
+/// paths resolve against the file's directory, and `sessions` (a
+/// `--sessions N` flag, at least 1) limits it to that many sessions
+/// (requests for single-turn workloads).
+pub fn workload_from_flags(
+    spec: &str,
+    sessions: Option<usize>,
+) -> Result<WorkloadSpec, WorkloadError> {
+    let mut s: WorkloadSpec = parse_spec("workload", spec)?;
+    if is_file_spec(spec) {
+        let dir = Path::new(spec)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        s = s.with_base_dir(dir);
+    }
+    if let Some(n) = sessions {
+        if n == 0 {
+            return Err(WorkloadError::setting("sessions", "must be at least 1"));
+        }
+        match &mut s {
+            WorkloadSpec::Sharegpt(x) => x.max_sessions = Some(n),
+            WorkloadSpec::Rag(x) => x.num_requests = n,
+            WorkloadSpec::Mooncake(x) => x.max_requests = Some(n),
+            WorkloadSpec::Azure(x) => x.max_requests = Some(n),
+        }
+    }
+    Ok(s)
+}
+
+/// The arrival process of `--arrival SPEC` or its shorthand `--rate R`
+/// (Poisson); neither gives the workload's own times.
+pub fn arrival_from_flags(
+    arrival: Option<&str>,
+    rate: Option<f64>,
+) -> Result<ArrivalSpec, WorkloadError> {
+    match (arrival, rate) {
+        (Some(_), Some(_)) => Err(WorkloadError::setting(
+            "arrival",
+            "give either --arrival or --rate, not both",
+        )),
+        (Some(s), None) => parse_spec("arrival", s),
+        (None, Some(r)) => Ok(ArrivalSpec::Poisson { rate: r }),
+        (None, None) => Ok(ArrivalSpec::default()),
+    }
+}
 
 /// Whether `spec` names a TOML/JSON file rather than `kind:k=v`.
 pub fn is_file_spec(spec: &str) -> bool {
@@ -66,5 +115,28 @@ mod tests {
         assert!(err.to_string().contains("key=value"), "{err}");
         let err = parse_spec::<WorkloadSpec>("workload", "/no/such/spec.toml").unwrap_err();
         assert!(err.to_string().contains("/no/such/spec.toml"), "{err}");
+    }
+
+    #[test]
+    fn flags() {
+        let s = workload_from_flags("rag:num_requests=9", Some(4)).unwrap();
+        let WorkloadSpec::Rag(r) = s else { panic!() };
+        assert_eq!(r.num_requests, 4);
+        let err = workload_from_flags("sharegpt", Some(0)).unwrap_err();
+        assert!(err.to_string().contains("sessions"), "{err}");
+        let path =
+            crate::testutil::temp_file("flags.toml", b"kind = \"rag\"\npath = \"corpus.json\"\n");
+        let s = workload_from_flags(path.to_str().unwrap(), None).unwrap();
+        assert_eq!(s.path(), path.with_file_name("corpus.json"));
+        assert_eq!(
+            arrival_from_flags(None, Some(2.0)).unwrap(),
+            ArrivalSpec::Poisson { rate: 2.0 }
+        );
+        assert_eq!(
+            arrival_from_flags(None, None).unwrap(),
+            ArrivalSpec::default()
+        );
+        let err = arrival_from_flags(Some("poisson:rate=1"), Some(1.0)).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 }

@@ -65,7 +65,7 @@ uses it as is.
 #![deny(missing_docs)]
 
 pub use crate::arrival::{ArrivalSpec, Arrivals, WithArrivals};
-pub use crate::cli_spec::{is_file_spec, parse_spec};
+pub use crate::cli_spec::{arrival_from_flags, is_file_spec, parse_spec, workload_from_flags};
 pub use crate::error::WorkloadError;
 pub use crate::prompt::{render_flat, Prompter};
 pub use crate::rag::{
@@ -76,8 +76,8 @@ pub use crate::request::{ChatMessage, Session, Turn};
 pub use crate::segment_cache::{SegmentCache, DEFAULT_SEGMENT_CACHE_TOKENS};
 pub use crate::sharegpt::{ShareGptOptions, ShareGptSessions, ShareGptStats};
 pub use crate::spec::{
-    build_workload, datasets_dir, embedded_qwen3_template, embedded_qwen3_tokenizer, AzureSpec,
-    MooncakeSpec, RagSpec, SessionIter, ShareGptSpec, WorkloadSpec,
+    build_workload, datasets_dir, embedded_qwen3_template, embedded_qwen3_tokenizer,
+    load_text_tools, AzureSpec, MooncakeSpec, RagSpec, SessionIter, ShareGptSpec, WorkloadSpec,
 };
 pub use crate::tokenize::{ChatTemplate, Tokenizer};
 pub use crate::trace::{

@@ -37,8 +37,7 @@ pub fn datasets_dir() -> PathBuf {
 
 /// The shipped Qwen3 tokenizer (`datasets/tokenizers/qwen3/tokenizer.json.gz`).
 pub fn embedded_qwen3_tokenizer() -> Result<Tokenizer, WorkloadError> {
-    Tokenizer::from_file(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"))
-        .map(|t| t.with_segment_cache(crate::DEFAULT_SEGMENT_CACHE_TOKENS))
+    text_tools_tokenizer(None)
 }
 
 /// The shipped Qwen3 chat template (`datasets/tokenizers/qwen3/tokenizer_config.json`).
@@ -46,6 +45,32 @@ pub fn embedded_qwen3_template() -> Result<ChatTemplate, WorkloadError> {
     ChatTemplate::from_tokenizer_config(
         datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"),
     )
+}
+
+/// The tokenizer (with its [piece cache](crate::SegmentCache) on) and chat
+/// template in the given files, the shipped Qwen3 ones for those not given:
+/// what a binary's `--tokenizer` / `--chat-template` flags load.
+pub fn load_text_tools(
+    tokenizer: Option<&Path>,
+    chat_template: Option<&Path>,
+) -> Result<(Tokenizer, ChatTemplate), WorkloadError> {
+    let template = match chat_template {
+        Some(p) => ChatTemplate::from_tokenizer_config(p)?,
+        None => embedded_qwen3_template()?,
+    };
+    Ok((text_tools_tokenizer(tokenizer)?, template))
+}
+
+fn text_tools_tokenizer(path: Option<&Path>) -> Result<Tokenizer, WorkloadError> {
+    let shipped;
+    let path = match path {
+        Some(p) => p,
+        None => {
+            shipped = datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz");
+            &shipped
+        }
+    };
+    Tokenizer::from_file(path).map(|t| t.with_segment_cache(crate::DEFAULT_SEGMENT_CACHE_TOKENS))
 }
 
 /// A workload, tagged by `kind`.
