@@ -166,10 +166,41 @@ fn f3(x: f64) -> String {
 
 /// Best TTFT mean among `set` for a workload and load in simulated rows.
 fn best_sim(rows: &[SimRow], workload: &str, load: f64, set: &[&str]) -> f64 {
+    sim_values(rows, workload, load, set, |r| r.ttft_mean).fold(f64::INFINITY, f64::min)
+}
+
+/// `metric` of the simulated rows of `set` for a workload and load.
+fn sim_values<'a>(
+    rows: &'a [SimRow],
+    workload: &'a str,
+    load: f64,
+    set: &'a [&str],
+    metric: fn(&SimRow) -> f64,
+) -> impl Iterator<Item = f64> + 'a {
     rows.iter()
-        .filter(|r| r.workload == workload && r.load == load && set.contains(&r.policy.as_str()))
-        .map(|r| r.ttft_mean)
-        .fold(f64::INFINITY, f64::min)
+        .filter(move |r| {
+            r.workload == workload && r.load == load && set.contains(&r.policy.as_str())
+        })
+        .map(metric)
+}
+
+/// The distinct values, ascending.
+fn distinct_sorted(xs: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = xs.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+    v
+}
+
+/// The distinct names, in the order they first appear.
+pub(crate) fn first_seen<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        if !seen.contains(&n) {
+            seen.push(n);
+        }
+    }
+    seen
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -215,50 +246,47 @@ impl Report {
     /// Best TTFT mean among `set` for a workload and load, from live rows if
     /// present, else simulated ones.
     fn best(&self, workload: &str, load: f64, set: &[&str]) -> f64 {
-        if !self.policies_live.is_empty() {
-            self.policies_live
-                .iter()
-                .filter(|r| {
-                    r.workload == workload && r.load == load && set.contains(&r.router.as_str())
-                })
-                .map(|r| r.ttft_mean)
-                .fold(f64::INFINITY, f64::min)
-        } else {
-            best_sim(&self.policies_sim, workload, load, set)
-        }
+        self.values(workload, load, set, |r| r.ttft_mean, |r| r.ttft_mean)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// Highest prefix-cache hit rate among `set`, from the same rows as
     /// [`best`](Self::best).
     fn best_hit_rate(&self, workload: &str, load: f64, set: &[&str]) -> f64 {
-        if !self.policies_live.is_empty() {
-            self.policies_live
-                .iter()
-                .filter(|r| {
-                    r.workload == workload && r.load == load && set.contains(&r.router.as_str())
-                })
-                .map(|r| r.hit_rate)
-                .fold(f64::NEG_INFINITY, f64::max)
-        } else {
-            self.policies_sim
-                .iter()
-                .filter(|r| {
-                    r.workload == workload && r.load == load && set.contains(&r.policy.as_str())
-                })
-                .map(|r| r.hit_rate)
-                .fold(f64::NEG_INFINITY, f64::max)
+        self.values(workload, load, set, |r| r.hit_rate, |r| r.hit_rate)
+            .into_iter()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// A metric of the rows of `set` for a workload and load: live rows if
+    /// present, else simulated ones.
+    fn values(
+        &self,
+        workload: &str,
+        load: f64,
+        set: &[&str],
+        live: fn(&LiveRow) -> f64,
+        sim: fn(&SimRow) -> f64,
+    ) -> Vec<f64> {
+        if self.policies_live.is_empty() {
+            return sim_values(&self.policies_sim, workload, load, set, sim).collect();
         }
+        self.policies_live
+            .iter()
+            .filter(|r| {
+                r.workload == workload && r.load == load && set.contains(&r.router.as_str())
+            })
+            .map(live)
+            .collect()
     }
 
     fn loads(&self) -> Vec<f64> {
-        let mut l: Vec<f64> = if self.policies_live.is_empty() {
-            self.policies_sim.iter().map(|r| r.load).collect()
+        if self.policies_live.is_empty() {
+            self.loads_sim()
         } else {
-            self.policies_live.iter().map(|r| r.load).collect()
-        };
-        l.sort_by(f64::total_cmp);
-        l.dedup();
-        l
+            distinct_sorted(self.policies_live.iter().map(|r| r.load))
+        }
     }
 
     /// The four verdicts.
@@ -348,13 +376,8 @@ impl Report {
                 .workloads
                 .iter()
                 .map(|(w, _, _, _)| {
-                    let mut loads: Vec<f64> = rows
-                        .iter()
-                        .filter(|r| &r.workload == w)
-                        .map(|r| r.load)
-                        .collect();
-                    loads.sort_by(f64::total_cmp);
-                    loads.dedup();
+                    let loads =
+                        distinct_sorted(rows.iter().filter(|r| &r.workload == w).map(|r| r.load));
                     let c: Vec<f64> = loads
                         .iter()
                         .map(|&l| {
@@ -623,13 +646,8 @@ impl Report {
                 "### Simulator, the seed's GPU setup: {name} (2 instances)\n"
             );
             for (w, _, _, _) in &self.workloads {
-                let mut loads: Vec<f64> = rows
-                    .iter()
-                    .filter(|r| &r.workload == w)
-                    .map(|r| r.load)
-                    .collect();
-                loads.sort_by(f64::total_cmp);
-                loads.dedup();
+                let loads =
+                    distinct_sorted(rows.iter().filter(|r| &r.workload == w).map(|r| r.load));
                 for l in loads {
                     let _ = writeln!(o, "**{w}, {:.0}% of capacity**\n", l * 100.0);
                     let sel: Vec<&SimRow> = rows
@@ -679,29 +697,20 @@ impl Report {
                 ("staleness_metrics", "metrics poll interval"),
             ] {
                 let _ = writeln!(o, "**{w}: TTFT mean (s) / hit rate vs {what}**\n");
-                let mut seen: Vec<&str> = Vec::new();
-                for r in self.staleness.iter().filter(|r| r.study == study) {
-                    if !seen.contains(&r.policy.as_str()) {
-                        seen.push(&r.policy);
-                    }
-                }
-                let xs: Vec<f64> = {
-                    let mut x: Vec<f64> = self
-                        .staleness
+                let seen = first_seen(
+                    self.staleness
                         .iter()
                         .filter(|r| r.study == study)
-                        .map(|r| {
-                            if study == "staleness_sync" {
-                                r.sync_secs
-                            } else {
-                                r.metrics_secs
-                            }
-                        })
-                        .collect();
-                    x.sort_by(f64::total_cmp);
-                    x.dedup();
-                    x
-                };
+                        .map(|r| r.policy.as_str()),
+                );
+                let xs =
+                    distinct_sorted(self.staleness.iter().filter(|r| r.study == study).map(|r| {
+                        if study == "staleness_sync" {
+                            r.sync_secs
+                        } else {
+                            r.metrics_secs
+                        }
+                    }));
                 let _ = writeln!(
                     o,
                     "| policy | {} |\n|---|{}",
@@ -779,9 +788,6 @@ impl Report {
     }
 
     fn loads_sim(&self) -> Vec<f64> {
-        let mut l: Vec<f64> = self.policies_sim.iter().map(|r| r.load).collect();
-        l.sort_by(f64::total_cmp);
-        l.dedup();
-        l
+        distinct_sorted(self.policies_sim.iter().map(|r| r.load))
     }
 }

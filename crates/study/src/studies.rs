@@ -335,12 +335,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         files.push(path);
         for w in &cfg.workloads {
             // Routers in the order they ran.
-            let mut labels: Vec<&str> = Vec::new();
-            for r in &rows {
-                if !labels.contains(&r.router.as_str()) {
-                    labels.push(&r.router);
-                }
-            }
+            let labels = crate::report::first_seen(rows.iter().map(|r| r.router.as_str()));
             let series = labels
                 .iter()
                 .map(|l| Series {
