@@ -102,7 +102,9 @@ pub struct Fit {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FitError {
     /// Too few usable samples.
-    #[error("need at least {need} usable samples with varied prompt lengths, got {got}")]
+    #[error(
+        "need at least {need} usable samples of requests measured alone (probes) with varied prompt lengths, got {got}"
+    )]
     TooFew {
         /// Needed.
         need: usize,
@@ -171,10 +173,11 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
         .iter()
         .filter(|s| s.prompt_tokens > 0 && s.ttft.is_finite() && s.ttft > 0.0 && s.e2e >= s.ttft)
         .collect();
-    if usable.iter().filter(|s| s.alone).count() < 6 {
+    let alone = usable.iter().filter(|s| s.alone).count();
+    if alone < 6 {
         return Err(FitError::TooFew {
             need: 6,
-            got: usable.len(),
+            got: alone,
         });
     }
     let mut rows: Vec<([f64; K], f64, bool)> = Vec::new();
@@ -198,9 +201,9 @@ pub fn fit(samples: &[Sample], limits: &EngineLimits) -> Result<Fit, FitError> {
         .get(steps.len() / 2)
         .map_or(0.0, |m| m / 4.0)
         .max(1e-6);
+    let before = rows.len();
     rows.retain(|r| r.2 || r.1 >= floor);
-    let dropped = usable.iter().filter(|s| s.output_tokens > 1).count()
-        - rows.iter().filter(|r| !r.2).count();
+    let dropped = before - rows.len();
     let mut active = [true; K];
     let coef = loop {
         let c = solve(&rows, &active).ok_or(FitError::Singular)?;
@@ -310,6 +313,8 @@ mod tests {
             per_request: 0.004,
             per_prompt_token: 2e-6,
         };
+        let predict =
+            |f: [f64; 5]| -> f64 { f.iter().zip(truth.as_array()).map(|(a, b)| a * b).sum() };
         let mut samples = Vec::new();
         for (i, prompt) in [64u32, 200, 500, 900, 1500, 2500, 3000, 3900]
             .iter()
@@ -326,18 +331,8 @@ mod tests {
                     batch: 1.0,
                     alone: true,
                 };
-                let ttft: f64 = ttft_features(&s0, &p.limits)
-                    .iter()
-                    .zip(truth.as_array())
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>()
-                    + front.delay_secs(*prompt);
-                let step: f64 = decode_features(&s0)
-                    .unwrap()
-                    .iter()
-                    .zip(truth.as_array())
-                    .map(|(a, b)| a * b)
-                    .sum();
+                let ttft = predict(ttft_features(&s0, &p.limits)) + front.delay_secs(*prompt);
+                let step = predict(decode_features(&s0).unwrap());
                 samples.push(Sample {
                     ttft,
                     e2e: ttft + step * f64::from(out - 1),
@@ -350,12 +345,7 @@ mod tests {
                     alone: false,
                     ..s0
                 };
-                let step8: f64 = decode_features(&b8)
-                    .unwrap()
-                    .iter()
-                    .zip(truth.as_array())
-                    .map(|(a, b)| a * b)
-                    .sum();
+                let step8 = predict(decode_features(&b8).unwrap());
                 samples.push(Sample {
                     ttft: ttft * 1.5,
                     e2e: ttft * 1.5 + step8 * f64::from(out - 1),
