@@ -14,6 +14,14 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+step "a real libzmq peer for the ZMQ interoperability tests (pyzmq)"
+PYZMQ_VENV=${KVROUTE_PYZMQ_VENV:-$HOME/.cache/kvroute/pyzmq}
+if ! "$PYZMQ_VENV/bin/python" -c 'import zmq' 2>/dev/null; then
+  python3 -m venv "$PYZMQ_VENV"
+  "$PYZMQ_VENV/bin/pip" install -q 'pyzmq==27.3.0'
+fi
+export KVROUTE_PYZMQ_PYTHON="$PYZMQ_VENV/bin/python"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Publish KV events: bind:tcp://127.0.0.1:5557 or connect:tcp://127.0.0.1:5557.
     #[arg(long)]
     kv_events: Option<String>,
+    /// vLLM's replay socket: bind tcp://HOST:PORT and answer requests for
+    /// the last 10,000 KV-event batches.
+    #[arg(long)]
+    kv_replay: Option<String>,
     /// Topic of KV-event messages.
     #[arg(long, default_value = "kv-events")]
     kv_topic: String,
@@ -65,6 +69,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .as_deref()
         .map(str::parse::<Endpoint>)
         .transpose()?;
+    c.kv_replay = a.kv_replay;
     c.kv_topic = a.kv_topic;
     c.speedup = a.speedup;
     c.default_max_tokens = a.default_max_tokens;

@@ -136,7 +136,7 @@ pub async fn run(
                 }
                 let events = engine.drain_kv_events();
                 if let Some(p) = publisher.as_mut() {
-                    publish(p, events).await;
+                    publish(p, events);
                 }
                 continue;
             }
@@ -189,14 +189,12 @@ fn publish_gauges(engine: &Engine, shared: &Shared) {
     lock(&shared.metrics).set_gauges(running, waiting, engine.kv_usage());
 }
 
-async fn publish(p: &mut Publisher, events: Vec<KvEvent>) {
+fn publish(p: &mut Publisher, events: Vec<KvEvent>) {
     if events.is_empty() {
         return;
     }
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    if let Err(e) = p.send(ts, events).await {
-        tracing::warn!(error = %e, "publishing KV events failed");
-    }
+    p.send(ts, events);
 }

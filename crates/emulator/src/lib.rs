@@ -51,6 +51,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// Batches kept for replay (vLLM's `buffer_steps` default).
+const REPLAY_BUFFER_STEPS: usize = 10_000;
+
 /// One emulated instance.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
@@ -63,8 +66,12 @@ pub struct EmulatorConfig {
     pub model_path: Option<String>,
     /// Block hash the engine publishes (`Sha256Cbor` = vLLM's `sha256_cbor`).
     pub hash_algo: HashAlgo,
-    /// Where to publish KV events (None: don't).
+    /// Where to publish KV events (None: don't). A connect endpoint is
+    /// redialled whenever the subscriber goes away, as vLLM's is.
     pub kv_events: Option<Endpoint>,
+    /// vLLM's `replay_endpoint`: a `tcp://HOST:PORT` to bind, answering
+    /// requests for the last 10,000 batches (None: no replay socket).
+    pub kv_replay: Option<String>,
     /// Topic of KV-event messages.
     pub kv_topic: String,
     /// Engine time runs this many times faster than the wall clock.
@@ -87,6 +94,7 @@ impl EmulatorConfig {
             model_path: None,
             hash_algo: HashAlgo::Sha256Cbor,
             kv_events: None,
+            kv_replay: None,
             kv_topic: "kv-events".into(),
             speedup: 1.0,
             tokenizer,
@@ -130,7 +138,13 @@ pub async fn serve(
     let mut engine = Engine::new(config.profile.clone(), config.hash_algo);
     engine.set_vocab(config.tokenizer.vocab_size().min(u32::MAX as usize) as u32);
     let publisher = match &config.kv_events {
-        Some(ep) => Some(Publisher::open(ep.clone(), &config.kv_topic).await?),
+        Some(ep) => {
+            let p = Publisher::open(ep.clone(), &config.kv_topic).await?;
+            Some(match &config.kv_replay {
+                Some(addr) => p.with_replay(addr, REPLAY_BUFFER_STEPS).await?,
+                None => p,
+            })
+        }
         None => None,
     };
     let shared = Arc::new(Shared {

@@ -179,7 +179,7 @@ async fn kv_events_carry_vllm_block_hashes() {
         .unwrap()
         .port();
     let addr = format!("tcp://127.0.0.1:{port}");
-    let mut sub = Subscriber::open(Endpoint::Bind(addr.clone()), "")
+    let mut sub = Subscriber::open(Endpoint::Bind(addr.clone()), Default::default())
         .await
         .unwrap();
     let mut cfg = config();
@@ -202,7 +202,7 @@ async fn kv_events_carry_vllm_block_hashes() {
     let want = hasher.hash_blocks(&tokens);
     let mut stored = Vec::new();
     while stored.len() < want.len() {
-        let r = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        let r = tokio::time::timeout(Duration::from_secs(5), sub.recv_batch())
             .await
             .expect("KV events arrive")
             .unwrap();

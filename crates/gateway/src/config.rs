@@ -147,6 +147,18 @@ pub struct DirectoryConfig {
     pub exact_resume_secs: f64,
     /// ZMQ topic to subscribe to ("" = all).
     pub kv_topic: String,
+    /// Addresses allowed to connect to the KV-event ports the router binds
+    /// (`"10.0.0.0/8"`, `"127.0.0.1"`); empty: any. Others are refused
+    /// before a byte is read.
+    pub kv_events_allow: Vec<String>,
+    /// Largest KV-event frame accepted; a publisher announcing more is
+    /// disconnected before anything is allocated. vLLM's batches are a few
+    /// KB to a few MB (a 32k-token prompt's `BlockStored` is ~200 KB).
+    pub kv_max_frame_bytes: usize,
+    /// An instance's entries are wiped by a reset (sequence going back,
+    /// `AllBlocksCleared`) at most once this often; resets coming faster
+    /// fall back to predicted entries instead.
+    pub min_reset_interval_secs: f64,
     /// Entries kept per instance (LRU) until the engine's
     /// `vllm:cache_config_info` says how many blocks it really has
     /// (0: unbounded). Bounds the router's memory with engines that do not
@@ -161,6 +173,9 @@ impl Default for DirectoryConfig {
             sync_interval_secs: 0.0,
             exact_resume_secs: 10.0,
             kv_topic: String::new(),
+            kv_events_allow: Vec::new(),
+            kv_max_frame_bytes: 16 << 20,
+            min_reset_interval_secs: 10.0,
             default_capacity_blocks: 1 << 17,
         }
     }
@@ -292,6 +307,11 @@ impl RouterConfig {
                 0.0,
             ),
             (
+                "directory.min_reset_interval_secs",
+                self.directory.min_reset_interval_secs,
+                0.0,
+            ),
+            (
                 "proxy.connect_timeout_secs",
                 self.proxy.connect_timeout_secs,
                 0.001,
@@ -323,6 +343,13 @@ impl RouterConfig {
                 "must be between 0 and 30",
             ));
         }
+        self.directory.allow_ranges()?;
+        if self.directory.kv_max_frame_bytes < 1024 {
+            return Err(invalid(
+                "directory.kv_max_frame_bytes",
+                "must be at least 1024",
+            ));
+        }
         if self.health.unhealthy_threshold == 0 {
             return Err(invalid("health.unhealthy_threshold", "must be at least 1"));
         }
@@ -344,6 +371,20 @@ impl RouterConfig {
     /// Seconds as a [`Duration`] (validated values only).
     pub(crate) fn secs(v: f64) -> Duration {
         Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX)
+    }
+}
+
+impl DirectoryConfig {
+    /// `kv_events_allow`, parsed.
+    pub fn allow_ranges(&self) -> Result<Vec<kvroute_kvevents::AddrRange>, ConfigError> {
+        self.kv_events_allow
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.parse()
+                    .map_err(|e: String| invalid(format!("directory.kv_events_allow[{i}]"), e))
+            })
+            .collect()
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub(crate) round_robin: AtomicUsize,
     pub(crate) policy_header: HeaderValue,
     pub(crate) timeouts: Timeouts,
+    /// What the KV-event feed tasks share.
+    feed: crate::kv::FeedContext,
     /// Serialises instance changes and state writes to the dispatcher.
     admin_lock: Mutex<()>,
     /// Wakes the health task to probe suspects now.
@@ -125,7 +127,20 @@ impl Gateway {
             shutdown_grace: RouterConfig::secs(config.shutdown_grace_secs),
         };
         let instances = config.instances.clone();
+        let feed = crate::kv::FeedContext {
+            dispatcher: Arc::clone(&dispatcher),
+            metrics: Arc::clone(&metrics),
+            topic: config.directory.kv_topic.clone(),
+            limits: kvroute_kvevents::Limits {
+                max_frame_bytes: config.directory.kv_max_frame_bytes,
+                ..Default::default()
+            },
+            allow: config.directory.allow_ranges()?,
+            exact_resume: timeouts.exact_resume,
+            min_reset_interval: RouterConfig::secs(config.directory.min_reset_interval_secs),
+        };
         let gw = Arc::new(Gateway {
+            feed,
             policy_header: HeaderValue::from_static(policy_name),
             config,
             dispatcher,
@@ -215,6 +230,11 @@ impl Gateway {
         let exact = self.config.directory.mode == Mode::Exact && kv.is_some();
         if self.config.directory.mode == Mode::Exact && kv.is_none() {
             tracing::warn!(instance = %name, "directory mode is exact but the instance has no KV-event endpoint: its entries are predicted");
+        }
+        if let (true, Some(ep)) = (exact, &kv) {
+            if let Some(w) = exposure_warning(ep, &self.feed.allow) {
+                tracing::warn!(instance = %name, endpoint = %ep, "{w}");
+            }
         }
         self.dispatcher
             .set_directory_mode(id, if exact { Mode::Exact } else { Mode::Predicted });
@@ -401,10 +421,41 @@ fn spawn_kv_task(gw: &Arc<Gateway>, up: &Arc<Upstream>, bg: &mut Background) {
         return;
     };
     let task = tokio::spawn(crate::kv::run(
-        Arc::clone(gw),
+        gw.feed.clone(),
         Arc::clone(up),
         ep,
         bg.stop.subscribe(),
     ));
     up.tasks.lock().push(task.abort_handle());
+}
+
+/// A warning when a KV-event port the router binds is reachable from
+/// outside a private network and no allow-list guards it.
+fn exposure_warning(ep: &Endpoint, allow: &[kvroute_kvevents::AddrRange]) -> Option<String> {
+    if !allow.is_empty() {
+        return None;
+    }
+    let Endpoint::Bind(addr) = ep else {
+        return None;
+    };
+    let private = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    match ep.bind_ip() {
+        Some(ip) if ip.is_unspecified() => Some(format!(
+            "the KV-event port {addr} listens on every interface and anyone who reaches it decides this instance's directory entries: bind a loopback or private address, or set directory.kv_events_allow"
+        )),
+        Some(ip) if !private(ip) => Some(format!(
+            "the KV-event port {addr} is on a public address: set directory.kv_events_allow to the engines' addresses"
+        )),
+        Some(_) => None,
+        None => Some(format!(
+            "the KV-event port {addr} binds a host name, which may resolve to a public address: consider directory.kv_events_allow"
+        )),
+    }
 }

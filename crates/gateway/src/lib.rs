@@ -90,7 +90,7 @@ pub use crate::proxy::{
 pub use crate::request::{parse_request, ApiKind, ParsedRequest, PromptInput, RequestError};
 pub use crate::server::{serve, serve_gateway};
 pub use crate::service::{AccessLog, AccessLogLayer, BoxFuture, RouterService};
-pub use crate::upstream::{BadUrl, BaseUrl, EngineMirror, KvStats, Upstream};
+pub use crate::upstream::{BadUrl, BaseUrl, EngineMirror, FeedFallback, KvStats, Upstream};
 
 mod admin;
 mod body;

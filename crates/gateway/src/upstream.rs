@@ -15,11 +15,13 @@
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 use kvroute_core::InstanceId;
+use kvroute_directory::Mode;
 use kvroute_kvevents::Endpoint;
+use kvroute_routing::Dispatcher;
 use kvroute_routing::InstanceState;
 use parking_lot::Mutex;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tokio::task::AbortHandle;
 
 /// An engine's base URL: `http://host:port`, no path.
@@ -83,6 +85,40 @@ impl fmt::Display for BaseUrl {
     }
 }
 
+/// Why an exact-mode instance's entries are predicted for now (bits of
+/// [`KvStats::fallback_reasons`]). The instance is in exact mode when none is set.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedFallback;
+
+impl FeedFallback {
+    /// Batches were lost and could not be replayed.
+    pub const GAP: u8 = 1;
+    /// A second publisher spoke on the instance's endpoint.
+    pub const CONFLICT: u8 = 2;
+    /// The engine computed prompt blocks but published no events.
+    pub const SILENT: u8 = 4;
+    /// The engine's block hashes never match the router's (tokenizer,
+    /// template, block size, hash algorithm or seed differ).
+    pub const MISMATCH: u8 = 8;
+    /// Resets came faster than `directory.min_reset_interval_secs`.
+    pub const RESETS: u8 = 16;
+
+    /// Labels of the bits set in `reasons`.
+    pub fn labels(reasons: u8) -> Vec<&'static str> {
+        [
+            (Self::GAP, "gap"),
+            (Self::CONFLICT, "conflict"),
+            (Self::SILENT, "silent"),
+            (Self::MISMATCH, "mismatch"),
+            (Self::RESETS, "resets"),
+        ]
+        .into_iter()
+        .filter(|(b, _)| reasons & b != 0)
+        .map(|(_, l)| l)
+        .collect()
+    }
+}
+
 /// KV-event stream statistics (monotonic unless noted).
 #[derive(Debug, Default)]
 pub struct KvStats {
@@ -102,16 +138,73 @@ pub struct KvStats {
     pub replayed_batches: AtomicU64,
     /// Publisher restarts seen (sequence went backwards).
     pub restarts: AtomicU64,
+    /// Directory resets done (restarts and `AllBlocksCleared`).
+    pub resets: AtomicU64,
+    /// Resets refused for coming too soon after the previous one.
+    pub resets_suppressed: AtomicU64,
     /// Messages that were not KV-event batches.
     pub decode_errors: AtomicU64,
+    /// Batches ignored because another connection owned the stream.
+    pub foreign_batches: AtomicU64,
+    /// Connections refused (address not allowed, too many).
+    pub refused: AtomicU64,
+    /// Connections dropped for breaking the protocol or a limit.
+    pub violations: AtomicU64,
     /// Times the instance fell back from exact to predicted entries.
     pub fallbacks: AtomicU64,
-    /// (Re)connections of the subscriber socket.
+    /// Publisher connections made.
     pub connects: AtomicU64,
+    /// Publishers connected now (gauge).
+    pub publishers: AtomicU32,
     /// Last batch's lag (now − batch timestamp), in microseconds (gauge).
     pub last_lag_us: AtomicU64,
-    /// Whether the subscriber socket is open (gauge).
-    pub connected: AtomicBool,
+    /// Wall-clock time of the last applied batch, ms since the epoch (0: none yet).
+    pub last_event_unix_ms: AtomicU64,
+    fallback: AtomicU8,
+}
+
+impl KvStats {
+    /// Whether a publisher is connected.
+    pub fn connected(&self) -> bool {
+        self.publishers.load(Ordering::Relaxed) > 0
+    }
+
+    /// The [`FeedFallback`] bits set now.
+    pub fn fallback_reasons(&self) -> u8 {
+        self.fallback.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the last applied batch (`None`: none yet).
+    pub fn secs_since_last_event(&self) -> Option<f64> {
+        let last = self.last_event_unix_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Some(now.saturating_sub(last) as f64 / 1e3)
+    }
+
+    /// Set fallback reason(s) `bits` and put the instance in predicted mode.
+    pub(crate) fn set_fallback(&self, bits: u8, d: &Dispatcher, id: InstanceId) {
+        let before = self.fallback.fetch_or(bits, Ordering::AcqRel);
+        if before == 0 {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        if d.directory().mode(id) == Mode::Exact {
+            d.set_directory_mode(id, Mode::Predicted);
+        }
+    }
+
+    /// Clear fallback reason(s) `bits`; back to exact mode if none is left.
+    pub(crate) fn clear_fallback(&self, bits: u8, d: &Dispatcher, id: InstanceId) {
+        let after = self.fallback.fetch_and(!bits, Ordering::AcqRel) & !bits;
+        if after == 0 && d.directory().mode(id) != Mode::Exact {
+            d.set_directory_mode(id, Mode::Exact);
+        }
+    }
 }
 
 /// The engine's own numbers, mirrored from its last `/metrics` poll.

@@ -52,12 +52,6 @@ async fn exact_mode_predictions_equal_the_engines_cache_hits() {
         })
         .collect();
     let r = router(cfg).await;
-    r.eventually(5.0, "KV sockets bound", |r| {
-        r.gw.upstreams()
-            .iter()
-            .all(|u| u.kv.connected.load(Relaxed))
-    })
-    .await;
     let mut running = Vec::new();
     for (http, kv) in &engines {
         let mut ec = EmulatorConfig::new(profile.clone(), Arc::clone(&tokenizer));
@@ -66,6 +60,10 @@ async fn exact_mode_predictions_equal_the_engines_cache_hits() {
         ec.kv_events = Some(Endpoint::Connect(format!("tcp://127.0.0.1:{kv}")));
         running.push(spawn_on(ec, *http).await.unwrap());
     }
+    r.eventually(5.0, "engines connected to the KV sockets", |r| {
+        r.gw.upstreams().iter().all(|u| u.kv.connected())
+    })
+    .await;
     r.eventually(5.0, "engine cache config polled", |r| {
         r.gw.upstreams()
             .iter()

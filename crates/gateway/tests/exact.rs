@@ -3,14 +3,12 @@
 //! vLLM's replay socket fills gaps.
 
 use crate::common::*;
-use bytes::Bytes;
 use kvroute_core::{BlockHash, BlockHasher, HashAlgo, InstanceId, KvEvent};
 use kvroute_directory::Mode;
 use kvroute_gateway::InstanceConfig;
-use kvroute_kvevents::{encode_frames, Endpoint, EventBatch, Publisher};
+use kvroute_kvevents::{Endpoint, EventBatch, Publisher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use zeromq::{Socket, SocketSend, ZmqMessage};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -98,9 +96,7 @@ async fn kv_events_decide_the_predicted_cached_tokens() {
             tokio::time::Instant::now() < deadline,
             "events never arrived"
         );
-        publ.send(now_secs(), vec![stored(&h[..3], &tokens[..12])])
-            .await
-            .unwrap();
+        publ.send(now_secs(), vec![stored(&h[..3], &tokens[..12])]);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let c = client();
@@ -119,9 +115,7 @@ async fn kv_events_decide_the_predicted_cached_tokens() {
         vec![KvEvent::BlockRemoved {
             block_hashes: vec![h[2]],
         }],
-    )
-    .await
-    .unwrap();
+    );
     r.eventually(5.0, "eviction applied", |r| blocks(r, 0) == 2)
         .await;
     let ans = post(&c, &r.url("/v1/completions"), &token_prompt(&tokens)).await;
@@ -129,7 +123,7 @@ async fn kv_events_decide_the_predicted_cached_tokens() {
     let up = r.gw.upstream(InstanceId(0)).unwrap();
     assert!(up.kv.batches.load(Relaxed) >= 2);
     assert_eq!(up.kv.gaps.load(Relaxed), 0);
-    assert!(up.kv.connected.load(Relaxed));
+    assert!(up.kv.connected());
     let page = r.gw.metrics().render();
     assert!(
         page.contains("kvroute_kv_event_lag_seconds_count{instance="),
@@ -138,24 +132,20 @@ async fn kv_events_decide_the_predicted_cached_tokens() {
     r.shutdown().await;
 }
 
-/// A raw PUB socket that can send any sequence number.
+/// A publisher that can send any sequence number.
 struct RawPub {
-    sock: zeromq::PubSocket,
+    sock: Publisher,
 }
 
 impl RawPub {
     async fn connect(port: u16) -> RawPub {
-        loop {
-            let mut sock = zeromq::PubSocket::new();
-            if sock
-                .connect(&format!("tcp://127.0.0.1:{port}"))
-                .await
-                .is_ok()
-            {
-                return RawPub { sock };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let sock = Publisher::open(
+            Endpoint::Connect(format!("tcp://127.0.0.1:{port}")),
+            "kv-events",
+        )
+        .await
+        .unwrap();
+        RawPub { sock }
     }
 
     async fn send(&mut self, seq: i64, events: Vec<KvEvent>) {
@@ -165,14 +155,7 @@ impl RawPub {
             dp_rank: None,
             skipped: 0,
         };
-        let frames: Vec<Bytes> = encode_frames(b"kv-events", seq, &batch)
-            .into_iter()
-            .map(Bytes::from)
-            .collect();
-        self.sock
-            .send(ZmqMessage::try_from(frames).unwrap())
-            .await
-            .unwrap();
+        self.sock.send_seq(seq, &batch);
     }
 }
 
@@ -256,66 +239,32 @@ async fn a_sequence_gap_falls_back_to_predicted_then_recovers() {
 
 #[tokio::test]
 async fn a_gap_is_filled_from_the_replay_socket() {
-    use zeromq::{SocketRecv, ZmqMessage};
     let (a, b) = (
         backend(Behavior::default()).await,
         backend(Behavior::default()).await,
     );
-    let (port, replay_port) = (free_port(), free_port());
+    let port = free_port();
     let mut cfg = exact_config(&a, &b, port);
-    cfg.instances[0].replay = Some(format!("tcp://127.0.0.1:{replay_port}"));
-    // The engine's replay ROUTER socket, holding batches 0..100.
+    // The engine's replay socket, holding batches 0..100; the lost batch 12
+    // held the prompt's blocks.
     let tokens: Vec<u32> = (500..516).collect();
     let h = hashes(&tokens);
-    let mut router_sock = zeromq::RouterSocket::new();
-    router_sock
-        .bind(&format!("tcp://127.0.0.1:{replay_port}"))
+    let mut source = Publisher::open(Endpoint::Bind("tcp://127.0.0.1:0".into()), "kv-events")
+        .await
+        .unwrap()
+        .with_replay("tcp://127.0.0.1:0", 10_000)
         .await
         .unwrap();
-    let h2 = h.clone();
-    let toks = tokens.clone();
-    let replayer = tokio::spawn(async move {
-        let req = router_sock.recv().await.unwrap();
-        let frames: Vec<Bytes> = req.into_vec();
-        let id = frames[0].clone();
-        let start = i64::from_be_bytes(frames.last().unwrap().as_ref().try_into().unwrap());
-        for seq in start..100 {
-            // The lost batch 12 held the prompt's blocks.
-            let events = if seq == 12 {
-                vec![stored(&h2, &toks)]
-            } else {
-                vec![]
-            };
-            let batch = EventBatch {
-                ts: now_secs(),
-                events,
-                dp_rank: None,
-                skipped: 0,
-            };
-            let payload = kvroute_kvevents::encode_payload(&batch);
-            let msg = vec![
-                id.clone(),
-                Bytes::new(),
-                Bytes::copy_from_slice(&seq.to_be_bytes()),
-                Bytes::from(payload),
-            ];
-            router_sock
-                .send(ZmqMessage::try_from(msg).unwrap())
-                .await
-                .unwrap();
-        }
-        let end = vec![
-            id,
-            Bytes::new(),
-            Bytes::copy_from_slice(&(-1i64).to_be_bytes()),
-            Bytes::new(),
-        ];
-        router_sock
-            .send(ZmqMessage::try_from(end).unwrap())
-            .await
-            .unwrap();
-        start
-    });
+    for seq in 0..100i64 {
+        let events = if seq == 12 {
+            vec![stored(&h, &tokens)]
+        } else {
+            vec![]
+        };
+        source.send(now_secs(), events);
+        assert_eq!(source.sent(), seq + 1);
+    }
+    cfg.instances[0].replay = Some(format!("tcp://{}", source.replay_addr().unwrap()));
     let r = router(cfg).await;
     let up = r.gw.upstream(InstanceId(0)).unwrap();
     let mut p = RawPub::connect(port).await;
@@ -324,18 +273,23 @@ async fn a_gap_is_filled_from_the_replay_socket() {
         p.send(seq, vec![]).await;
         seq += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(seq < 10, "events never arrived");
+        assert!(seq < 100, "events never arrived");
     }
-    // Jump to 15: batches seq..15 are missing.
+    // The router joined at some seq ≥ 0 and replayed what came before it.
+    let joined_replayed = up.kv.replayed_batches.load(Relaxed);
+    // Jump to 15 past the last sent: the batches in between are missing.
     let first_missing = seq;
+    assert!(
+        first_missing <= 12,
+        "the prompt's batch is among the missing"
+    );
     p.send(15, vec![]).await;
     r.eventually(5.0, "gap replayed", |r| blocks(r, 0) == 4)
         .await;
-    assert_eq!(replayer.await.unwrap(), first_missing);
     assert_eq!(up.kv.gaps.load(Relaxed), 1);
     assert_eq!(
-        up.kv.replayed_batches.load(Relaxed) as i64,
-        15 - first_missing
+        up.kv.replayed_batches.load(Relaxed) - joined_replayed,
+        (15 - first_missing) as u64
     );
     assert_eq!(up.kv.lost_batches.load(Relaxed), 0);
     assert_eq!(

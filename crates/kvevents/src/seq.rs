@@ -50,7 +50,9 @@ impl SeqTracker {
             Some(n) if seq == n => SeqStatus::InOrder,
             Some(n) if seq > n => {
                 self.gaps += 1;
-                self.lost += (seq - n) as u64;
+                // Both come off the network: subtract without overflowing.
+                let missing = (i128::from(seq) - i128::from(n)).min(i128::from(u64::MAX));
+                self.lost = self.lost.saturating_add(missing as u64);
                 SeqStatus::Gap {
                     expected: n,
                     got: seq,
@@ -114,5 +116,18 @@ mod tests {
         );
         assert_eq!(t.observe(1), SeqStatus::InOrder);
         assert_eq!((t.gaps(), t.lost(), t.restarts()), (1, 2, 1));
+    }
+
+    #[test]
+    fn extreme_sequence_numbers_do_not_overflow() {
+        let mut t = SeqTracker::new();
+        t.observe(i64::MIN);
+        assert!(matches!(t.observe(i64::MAX), SeqStatus::Gap { .. }));
+        assert_eq!(t.lost(), u64::MAX - 1);
+        assert_eq!(t.expected(), Some(i64::MAX));
+        assert_eq!(t.observe(i64::MAX), SeqStatus::InOrder);
+        assert!(matches!(t.observe(0), SeqStatus::Restart { .. }));
+        assert!(matches!(t.observe(i64::MAX), SeqStatus::Gap { .. }));
+        assert_eq!(t.lost(), u64::MAX);
     }
 }
