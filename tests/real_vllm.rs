@@ -109,6 +109,7 @@ async fn router(
     cfg.hashing.tokenizer = Some(datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz"));
     cfg.hashing.chat_template = Some(datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
     cfg.directory.mode = Mode::Exact;
+    cfg.proxy.expose_routing_headers = true;
     cfg.health.interval_secs = 0.5;
     cfg.validate().unwrap();
     let gw = Gateway::new(cfg).unwrap();

@@ -152,6 +152,38 @@ struct Args {
     )]
     admin_token: Option<String>,
 
+    /// A second listener for /metrics and /admin/ (then the public port
+    /// serves neither).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+
+    /// Add x-kvroute-instance/-cached-tokens/-reason/-policy to responses
+    /// (they show engine addresses and what is cached: for benchmarks).
+    #[arg(long)]
+    expose_routing_headers: bool,
+
+    /// Requests forwarded at once (0 = unbounded); more wait in a queue.
+    #[arg(long, value_name = "N")]
+    max_inflight: Option<usize>,
+
+    /// Requests waiting for a slot (429 beyond).
+    #[arg(long, value_name = "N")]
+    max_queued: Option<usize>,
+
+    /// A stream's first token must arrive within this, else the request is
+    /// retried on another instance.
+    #[arg(long, value_name = "SECS")]
+    first_byte_timeout: Option<f64>,
+
+    /// A request body must arrive within this (408 beyond).
+    #[arg(long, value_name = "SECS")]
+    body_read_timeout: Option<f64>,
+
+    /// Addresses allowed to connect to the KV-event ports the router binds
+    /// (IP or CIDR, repeatable; default: any).
+    #[arg(long = "kv-events-allow", value_name = "CIDR")]
+    kv_events_allow: Vec<String>,
+
     /// How long in-flight requests may finish after Ctrl-C / SIGTERM.
     #[arg(long, value_name = "SECS")]
     shutdown_grace: Option<f64>,
@@ -168,7 +200,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (the admin token masked) and exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -215,9 +247,13 @@ fn init_tracing(args: &Args) {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = build_config(&args)?;
     if args.print_config {
+        let mut shown = config.clone();
+        if shown.admin_token.is_some() {
+            shown.admin_token = Some("********".into());
+        }
         print!(
             "{}",
-            toml::to_string_pretty(&config).context("writing the configuration as TOML")?
+            toml::to_string_pretty(&shown).context("writing the configuration as TOML")?
         );
         return Ok(());
     }
@@ -323,12 +359,24 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     set(&mut d.exact_resume_secs, args.exact_resume);
     set(&mut d.kv_topic, args.kv_topic.clone());
     set(&mut d.default_capacity_blocks, args.directory_capacity);
+    d.kv_events_allow
+        .extend(args.kv_events_allow.iter().cloned());
     let p = &mut c.proxy;
     set(&mut p.retries, args.retries);
     set(&mut p.max_body_bytes, args.max_body_bytes);
     set(&mut p.connect_timeout_secs, args.connect_timeout);
     set(&mut p.request_timeout_secs, args.request_timeout);
     set(&mut p.stream_idle_timeout_secs, args.stream_idle_timeout);
+    set(&mut p.first_byte_timeout_secs, args.first_byte_timeout);
+    set(&mut p.body_read_timeout_secs, args.body_read_timeout);
+    if args.expose_routing_headers {
+        p.expose_routing_headers = true;
+    }
+    set(&mut c.admission.max_inflight, args.max_inflight);
+    set(&mut c.admission.max_queued, args.max_queued);
+    if args.admin_listen.is_some() {
+        c.admin_listen = args.admin_listen.clone();
+    }
     set(&mut c.health.interval_secs, args.health_interval);
     set(&mut c.health.timeout_secs, args.health_timeout);
     set(&mut c.health.unhealthy_threshold, args.unhealthy_threshold);

@@ -314,12 +314,13 @@ impl Live {
                 cfg.hashing.chat_template =
                     Some(datasets_dir().join("tokenizers/qwen3/tokenizer_config.json"));
                 cfg.directory.mode = Mode::Exact;
+                cfg.proxy.expose_routing_headers = true;
                 cfg.validate().map_err(|e| anyhow!("router config: {e}"))?;
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", router_port)).await?;
                 let task = tokio::spawn(kvroute_gateway::serve(listener, cfg, async move {
                     let _ = stop_rx.await;
                 }));
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The engines dial the router's KV ports until it has bound them.
                 let engines = self.start_engines(&ports, Some(&kv)).await?;
                 (Some(task), engines, None)
             }

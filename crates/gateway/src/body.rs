@@ -44,6 +44,8 @@ pub enum ProxyBody {
     Tracked(TrackedBody),
     /// An engine's body passed through without accounting (other paths).
     Plain(Incoming),
+    /// A body holding an admission slot, freed when the body ends or is dropped.
+    Admitted(Box<ProxyBody>, tokio::sync::OwnedSemaphorePermit),
 }
 
 impl ProxyBody {
@@ -73,6 +75,7 @@ impl Body for ProxyBody {
             ProxyBody::Plain(i) => Pin::new(i)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(Into::into))),
+            ProxyBody::Admitted(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -81,6 +84,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Tracked(t) => t.is_end_stream(),
             ProxyBody::Plain(i) => i.is_end_stream(),
+            ProxyBody::Admitted(b, _) => b.is_end_stream(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Tracked(t) => t.size_hint(),
             ProxyBody::Plain(i) => i.size_hint(),
+            ProxyBody::Admitted(b, _) => b.size_hint(),
         }
     }
 }
@@ -122,13 +127,15 @@ pub struct TrackedBody {
 
 impl TrackedBody {
     /// Wrap `inner`. `success`: the engine answered 2xx. `sse`: the body is
-    /// an event stream that an error event may be appended to.
+    /// an event stream that an error event may be appended to. `first`: data
+    /// already read off `inner` (a stream's first token), passed on first.
     pub(crate) fn new(
         inner: Incoming,
-        guard: InflightGuard,
+        mut guard: InflightGuard,
         success: bool,
         sse: bool,
         timeout: BodyTimeout,
+        first: Option<Bytes>,
         metrics: Arc<RouterMetrics>,
     ) -> TrackedBody {
         let now = Instant::now();
@@ -136,6 +143,9 @@ impl TrackedBody {
             BodyTimeout::Idle(d) => now + d,
             BodyTimeout::Deadline(at) => at,
         };
+        if first.is_some() {
+            guard.first_token();
+        }
         TrackedBody {
             inner,
             guard: Some(guard),
@@ -144,9 +154,9 @@ impl TrackedBody {
             timeout,
             timer: Box::pin(tokio::time::sleep_until(first_deadline)),
             last_activity: now,
-            ends_with_newline: true,
-            seen_data: false,
-            pending: None,
+            ends_with_newline: first.as_ref().is_none_or(|b| b.ends_with(b"\n")),
+            seen_data: first.is_some(),
+            pending: first,
             done: false,
             metrics,
         }

@@ -32,6 +32,10 @@ pub struct RouterConfig {
     pub proxy: ProxyConfig,
     /// Health probing.
     pub health: HealthConfig,
+    /// Taking instances that keep failing requests out for a while.
+    pub outlier: OutlierConfig,
+    /// Bounds on concurrent and queued requests.
+    pub admission: AdmissionConfig,
     /// Seconds between polls of each engine's `/metrics` (0: never poll).
     pub metrics_interval_secs: f64,
     /// The model name `/v1/models` answers with. Unset: ask the first
@@ -39,6 +43,10 @@ pub struct RouterConfig {
     pub model: Option<String>,
     /// Bearer token for `/admin/…`. Unset: the admin API is disabled (404).
     pub admin_token: Option<String>,
+    /// A second listener (`HOST:PORT`) for `/metrics` and `/admin/…`: when
+    /// set, the public port no longer answers them, so clients cannot read
+    /// the engines' addresses or reach the admin API.
+    pub admin_listen: Option<String>,
     /// How long in-flight requests may run on after shutdown was requested.
     pub shutdown_grace_secs: f64,
 }
@@ -54,9 +62,12 @@ impl Default for RouterConfig {
             directory: DirectoryConfig::default(),
             proxy: ProxyConfig::default(),
             health: HealthConfig::default(),
+            outlier: OutlierConfig::default(),
+            admission: AdmissionConfig::default(),
             metrics_interval_secs: 1.0,
             model: None,
             admin_token: None,
+            admin_listen: None,
             shutdown_grace_secs: 30.0,
         }
     }
@@ -189,23 +200,134 @@ pub struct ProxyConfig {
     pub retries: u32,
     /// Largest accepted request body (413 beyond).
     pub max_body_bytes: usize,
+    /// Request bytes held by all requests at once (bodies being read or
+    /// forwarded); a request that would go beyond is answered 503 with
+    /// `Retry-After`.
+    pub max_buffered_body_bytes: usize,
+    /// A request body must arrive within this many seconds of its headers
+    /// (408 beyond): a client trickling bytes cannot hold a slot forever.
+    pub body_read_timeout_secs: f64,
     /// TCP connect timeout to an engine.
     pub connect_timeout_secs: f64,
+    /// A streamed response's first token must arrive within this; an engine
+    /// that accepts requests but produces nothing counts a failure and the
+    /// request is retried on another instance (nothing has reached the
+    /// client yet: the router sends the headers with the first token).
+    pub first_byte_timeout_secs: f64,
     /// Whole-request timeout for non-streaming requests (headers and body),
     /// and for the response headers of streaming ones.
     pub request_timeout_secs: f64,
     /// Longest silence between two chunks of a streamed response.
     pub stream_idle_timeout_secs: f64,
+    /// Add `x-kvroute-instance` (the engine's URL), `-cached-tokens`,
+    /// `-reason` and `-policy` to responses. Off by default: they show
+    /// internal addresses and which prompts are cached (a timing side channel
+    /// on other users' prompts). Benchmarks turn it on.
+    pub expose_routing_headers: bool,
+    /// Paths forwarded to an engine besides the routed completions (exact
+    /// paths; a trailing `*` matches a prefix). Everything else is 404, so
+    /// engine-internal endpoints (`/reset_prefix_cache`, `/sleep`,
+    /// `/collective_rpc`, LoRA loading, profiling) stay unreachable.
+    pub forward_paths: Vec<String>,
 }
+
+/// vLLM's public API besides the completions (OpenAI-compatible and its own
+/// documented client endpoints).
+pub const DEFAULT_FORWARD_PATHS: &[&str] = &[
+    "/v1/models",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/v1/score",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/score",
+    "/pooling",
+    "/classify",
+    "/tokenize",
+    "/detokenize",
+    "/version",
+];
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             retries: 2,
             max_body_bytes: 32 << 20,
+            max_buffered_body_bytes: 256 << 20,
+            body_read_timeout_secs: 30.0,
             connect_timeout_secs: 2.0,
+            first_byte_timeout_secs: 120.0,
             request_timeout_secs: 600.0,
             stream_idle_timeout_secs: 120.0,
+            expose_routing_headers: false,
+            forward_paths: DEFAULT_FORWARD_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Whether `path` may be forwarded to an engine.
+    pub fn forwards(&self, path: &str) -> bool {
+        self.forward_paths
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == p,
+            })
+    }
+}
+
+/// Outlier ejection: an instance whose requests keep failing (connection
+/// errors, 5xx, first-token timeouts) is taken out for a while even if its
+/// `/health` says it is fine, and comes back only after a successful probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive failed requests that eject an instance (0: never).
+    pub consecutive_failures: u32,
+    /// First ejection's length; each further one doubles it.
+    pub base_ejection_secs: f64,
+    /// Longest ejection.
+    pub max_ejection_secs: f64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection_secs: 30.0,
+            max_ejection_secs: 300.0,
+        }
+    }
+}
+
+/// Admission: at most `max_inflight` requests are forwarded at once (until
+/// their response ends), at most `max_queued` wait for a slot, each at most
+/// `queue_timeout_secs`. Beyond the queue: 429; a wait that times out: 503;
+/// both with `Retry-After`. `/health`, `/metrics` and `/admin` are exempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Requests forwarded at once (0: unbounded).
+    pub max_inflight: usize,
+    /// Requests waiting for a slot.
+    pub max_queued: usize,
+    /// Longest wait for a slot.
+    pub queue_timeout_secs: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_inflight: 4096,
+            max_queued: 4096,
+            queue_timeout_secs: 30.0,
         }
     }
 }
@@ -322,6 +444,31 @@ impl RouterConfig {
                 0.001,
             ),
             (
+                "proxy.first_byte_timeout_secs",
+                self.proxy.first_byte_timeout_secs,
+                0.001,
+            ),
+            (
+                "proxy.body_read_timeout_secs",
+                self.proxy.body_read_timeout_secs,
+                0.001,
+            ),
+            (
+                "outlier.base_ejection_secs",
+                self.outlier.base_ejection_secs,
+                0.0,
+            ),
+            (
+                "outlier.max_ejection_secs",
+                self.outlier.max_ejection_secs,
+                0.0,
+            ),
+            (
+                "admission.queue_timeout_secs",
+                self.admission.queue_timeout_secs,
+                0.0,
+            ),
+            (
                 "proxy.stream_idle_timeout_secs",
                 self.proxy.stream_idle_timeout_secs,
                 0.001,
@@ -356,9 +503,34 @@ impl RouterConfig {
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1"));
         }
+        if self.proxy.max_buffered_body_bytes < self.proxy.max_body_bytes {
+            return Err(invalid(
+                "proxy.max_buffered_body_bytes",
+                "must be at least proxy.max_body_bytes",
+            ));
+        }
+        for p in &self.proxy.forward_paths {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    "proxy.forward_paths",
+                    format!("{p:?} must start with /"),
+                ));
+            }
+        }
+        if let Some(a) = &self.admin_listen {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "admin_listen",
+                    format!("{a:?} is not HOST:PORT (an IP address and a port)"),
+                )
+            })?;
+        }
         if let Some(t) = &self.admin_token {
-            if t.is_empty() {
-                return Err(invalid("admin_token", "must not be empty"));
+            if t.len() < 8 || t.trim() != t {
+                return Err(invalid(
+                    "admin_token",
+                    "must be at least 8 characters, without surrounding whitespace",
+                ));
             }
         }
         for (i, inst) in self.instances.iter().enumerate() {
@@ -420,7 +592,7 @@ mod tests {
     fn full_file() {
         let text = r#"
             model = "tiny"
-            admin_token = "s3cret"
+            admin_token = "s3cret-token"
             metrics_interval_secs = 0.5
             [policy]
             name = "weighted"

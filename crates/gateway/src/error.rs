@@ -71,11 +71,31 @@ pub(crate) fn error_response(
 /// The response for a refused request.
 pub(crate) fn request_error_response(e: &RequestError) -> Response<ProxyBody> {
     let kind = match e {
-        RequestError::TooLarge { .. } => "invalid_request_error",
+        RequestError::Overloaded => "server_error",
         _ => "invalid_request_error",
     };
-    json_response(
+    let mut r = json_response(
         e.status(),
         error_json(&e.to_string(), kind, e.code(), e.param()),
-    )
+    );
+    if matches!(e, RequestError::Overloaded) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// A 429 or 503 telling the client to come back after `retry_after_secs`.
+pub(crate) fn overloaded_response(
+    status: StatusCode,
+    message: &str,
+    code: &str,
+    retry_after_secs: u64,
+) -> Response<ProxyBody> {
+    let mut r = error_response(status, message, "server_error", code);
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs.max(1)),
+    );
+    r
 }

@@ -53,6 +53,10 @@ pub struct Gateway {
     admin_lock: Mutex<()>,
     /// Wakes the health task to probe suspects now.
     pub(crate) probe_now: Notify,
+    /// Request bytes all requests may hold at once, in KiB permits.
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
+    /// Set once every instance present at start has been probed once.
+    pub(crate) probed: watch::Sender<bool>,
     background: Mutex<Option<Background>>,
 }
 
@@ -60,6 +64,8 @@ pub struct Gateway {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     pub(crate) request: Duration,
+    pub(crate) first_byte: Duration,
+    pub(crate) body_read: Duration,
     pub(crate) stream_idle: Duration,
     pub(crate) health: Duration,
     pub(crate) health_interval: Option<Duration>,
@@ -119,6 +125,8 @@ impl Gateway {
             .build(connector);
         let timeouts = Timeouts {
             request: RouterConfig::secs(config.proxy.request_timeout_secs),
+            first_byte: RouterConfig::secs(config.proxy.first_byte_timeout_secs),
+            body_read: RouterConfig::secs(config.proxy.body_read_timeout_secs),
             stream_idle: RouterConfig::secs(config.proxy.stream_idle_timeout_secs),
             health: RouterConfig::secs(config.health.timeout_secs),
             health_interval: opt_secs(config.health.interval_secs),
@@ -127,6 +135,7 @@ impl Gateway {
             shutdown_grace: RouterConfig::secs(config.shutdown_grace_secs),
         };
         let instances = config.instances.clone();
+        let config_budget_kib = config.proxy.max_buffered_body_bytes.div_ceil(1024);
         let feed = crate::kv::FeedContext {
             dispatcher: Arc::clone(&dispatcher),
             metrics: Arc::clone(&metrics),
@@ -153,6 +162,10 @@ impl Gateway {
             timeouts,
             admin_lock: Mutex::new(()),
             probe_now: Notify::new(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                (config_budget_kib).min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            probed: watch::channel(false).0,
             background: Mutex::new(None),
         });
         for inst in &instances {
@@ -201,9 +214,10 @@ impl Gateway {
             .map(|u| u.id())
     }
 
-    /// Add an instance; it takes requests at once (healthy until a probe
-    /// says otherwise). With `directory.mode = "exact"` and a KV-event
-    /// endpoint its directory entries come from the engine's events.
+    /// Add an instance. With health probing on it takes requests once a
+    /// probe has succeeded (at once otherwise). With `directory.mode =
+    /// "exact"` and a KV-event endpoint its directory entries come from the
+    /// engine's events.
     pub fn add_instance(
         self: &Arc<Self>,
         c: &InstanceConfig,
@@ -243,6 +257,12 @@ impl Gateway {
             self.dispatcher.directory().set_capacity(id, cap);
         }
         let up = Arc::new(Upstream::new(id, url, kv, c.replay.clone()));
+        if self.timeouts.health_interval.is_some() {
+            // Not admitted before a probe says it answers.
+            up.unhealthy.store(true, Ordering::Release);
+            self.sync_state(&up);
+            self.probe_now.notify_one();
+        }
         self.upstreams.rcu(|list| {
             let mut v: Vec<Arc<Upstream>> = list.as_ref().clone();
             debug_assert_eq!(v.len(), id.index());
@@ -311,14 +331,55 @@ impl Gateway {
         }
     }
 
-    /// A health probe (or request) succeeded.
+    /// A health probe succeeded. An ejected instance stays out until its
+    /// ejection ends.
     pub(crate) fn mark_healthy(&self, up: &Upstream) {
         up.failures.store(0, Ordering::Release);
-        if up.unhealthy.load(Ordering::Acquire) {
+        let ejection_over = up.ejection_over();
+        if (up.unhealthy.load(Ordering::Acquire) && !up.is_ejected())
+            || (up.is_ejected() && ejection_over)
+        {
             let _g = self.admin_lock.lock();
+            if up.is_ejected() {
+                up.ejected.store(false, Ordering::Release);
+                tracing::info!(instance = %up.name(), "ejection over and the probe succeeded: back in rotation");
+            }
             up.unhealthy.store(false, Ordering::Release);
             self.sync_state(up);
         }
+    }
+
+    /// A request to the instance failed (connection error, 5xx, no first
+    /// token in time). Enough in a row eject it for a while.
+    pub(crate) fn request_failed(&self, up: &Upstream) {
+        let n = up.request_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let o = &self.config.outlier;
+        if o.consecutive_failures == 0 || n < o.consecutive_failures || up.is_ejected() {
+            return;
+        }
+        let k = up.ejections.fetch_add(1, Ordering::AcqRel);
+        let secs = (o.base_ejection_secs * 2f64.powi(k.min(16) as i32)).min(o.max_ejection_secs);
+        let _g = self.admin_lock.lock();
+        up.eject_for(RouterConfig::secs(secs));
+        up.request_failures.store(0, Ordering::Release);
+        self.sync_state(up);
+        self.metrics.error("ejection");
+        tracing::warn!(instance = %up.name(), consecutive_failures = n, ejection_secs = secs, "instance ejected: its requests keep failing");
+    }
+
+    /// A request to the instance got an answer (any status below 500).
+    pub(crate) fn request_succeeded(&self, up: &Upstream) {
+        up.request_failures.store(0, Ordering::Release);
+    }
+
+    /// Wait until every instance present at start has been probed once
+    /// (at once with probing off).
+    pub async fn ready(&self) {
+        if self.timeouts.health_interval.is_none() {
+            return;
+        }
+        let mut rx = self.probed.subscribe();
+        let _ = rx.wait_for(|p| *p).await;
     }
 
     /// A health probe or a connection to the instance failed. With probing

@@ -2,9 +2,11 @@
 //! `health.interval_secs`, and at once when a request could not connect to
 //! one (a *suspect*).
 //!
+//! A new instance takes no requests before its first successful probe.
 //! `health.unhealthy_threshold` consecutive failures — failed probes and
 //! connection errors alike — take an instance out (`Unhealthy`); the first
-//! successful probe puts it back. Draining and removed instances keep their
+//! successful probe puts it back, unless it is ejected for failing requests
+//! (`[outlier]`): then only once the ejection has run its time. Draining and removed instances keep their
 //! admin state; a drained instance is still probed so that it comes back
 //! healthy when undrained.
 
@@ -37,6 +39,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         probe_all(&gw).await;
+        gw.probed.send_replace(true);
     }
 }
 

@@ -164,28 +164,30 @@ impl Feed {
                 tracing::info!(instance = %up.name(), %peer, publishers = self.open.len(), "KV-event publisher connected");
             }
             Incoming::Disconnected(peer, why) => {
-                if let Some(i) = self.open.iter().position(|&c| c == peer.connection) {
-                    self.open.swap_remove(i);
+                let was_open = match self.open.iter().position(|&c| c == peer.connection) {
+                    Some(i) => {
+                        self.open.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                };
+                if was_open {
                     kv.publishers
                         .store(self.open.len() as u32, Ordering::Relaxed);
                     if self.owner.is_some_and(|(c, _)| c == peer.connection) {
                         self.owner = None;
                     }
                     tracing::info!(instance = %up.name(), %peer, reason = %why, "KV-event publisher disconnected");
-                } else {
-                    // It never finished its handshake: a protocol or limit violation.
-                    kv.violations.fetch_add(1, Ordering::Relaxed);
-                    if let Some(n) = self.warn_violation.tick() {
-                        tracing::warn!(instance = %up.name(), %peer, reason = %why, count = n, "KV-event connection dropped before its handshake completed");
-                    }
                 }
-                if why.contains("exceeds the limit")
+                // Dropped before its handshake completed, or for breaking a limit.
+                let violation = !was_open
+                    || why.contains("exceeds the limit")
                     || why.contains("more than")
-                    || why.contains("protocol")
-                {
+                    || why.contains("protocol");
+                if violation {
                     kv.violations.fetch_add(1, Ordering::Relaxed);
                     if let Some(n) = self.warn_violation.tick() {
-                        tracing::warn!(instance = %up.name(), %peer, reason = %why, count = n, "KV-event publisher broke a limit and was disconnected");
+                        tracing::warn!(instance = %up.name(), %peer, reason = %why, count = n, "KV-event connection dropped for breaking the protocol or a limit");
                     }
                 }
             }

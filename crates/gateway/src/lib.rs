@@ -64,6 +64,7 @@ kvroute_gateway::serve(listener, config, async { let _ = tokio::signal::ctrl_c()
 * `proxy`: the request path ([`Gateway::handle`]), retries, response headers.
 * `body`: [`ProxyBody`], [`TrackedBody`] (in-flight accounting that follows the body).
 * `service`: [`RouterService`] (tower `Service`) and [`AccessLogLayer`].
+* `admit`: [`AdmitLayer`], bounded concurrency with a bounded, timed queue.
 * `server`: [`serve`], [`serve_gateway`], graceful shutdown.
 * `admin`: the `/admin/` API.
 * `health`, `poll`, `kv`: the background tasks (probes, engine `/metrics`, KV events).
@@ -74,18 +75,19 @@ kvroute_gateway::serve(listener, config, async { let _ = tokio::signal::ctrl_c()
 
 #![deny(missing_docs)]
 
+pub use crate::admit::{Admit, AdmitLayer};
 pub use crate::body::{BoxError, ProxyBody, TrackedBody};
 pub use crate::config::{
-    ConfigError, DirectoryConfig, HashingConfig, HealthConfig, InstanceConfig, ProxyConfig,
-    RouterConfig,
+    AdmissionConfig, ConfigError, DirectoryConfig, HashingConfig, HealthConfig, InstanceConfig,
+    OutlierConfig, ProxyConfig, RouterConfig, DEFAULT_FORWARD_PATHS,
 };
 pub use crate::encode::{pseudo_tokens, EncoderError, PromptEncoder};
 pub use crate::error::{AddInstanceError, ServeError};
 pub use crate::gateway::{Gateway, UpstreamClient};
 pub use crate::metrics::RouterMetrics;
 pub use crate::proxy::{
-    HEADER_CACHED_TOKENS, HEADER_INSTANCE, HEADER_POLICY, HEADER_REASON, HEADER_REQUEST_ID,
-    HEADER_SESSION_ID,
+    Surface, HEADER_CACHED_TOKENS, HEADER_INSTANCE, HEADER_POLICY, HEADER_REASON,
+    HEADER_REQUEST_ID, HEADER_SESSION_ID,
 };
 pub use crate::request::{parse_request, ApiKind, ParsedRequest, PromptInput, RequestError};
 pub use crate::server::{serve, serve_gateway};
@@ -93,6 +95,7 @@ pub use crate::service::{AccessLog, AccessLogLayer, BoxFuture, RouterService};
 pub use crate::upstream::{BadUrl, BaseUrl, EngineMirror, FeedFallback, KvStats, Upstream};
 
 mod admin;
+mod admit;
 mod body;
 mod config;
 mod encode;

@@ -6,7 +6,8 @@
 //!   ─▶ Dispatcher::route_excluding(tried) ─▶ forward the original bytes
 //!   ─▶ connect error / 5xx / 429 before any byte went out? finish(Failed), retry elsewhere
 //!   ─▶ response headers + x-kvroute-* ─▶ TrackedBody (guard ends with the body)
-//! GET /health, /metrics, /v1/models; /admin/… ; anything else → round robin
+//! GET /health, /metrics, /v1/models; /admin/…; the allowed engine paths
+//! (`proxy.forward_paths`) → round robin; anything else → 404
 //! ```
 //!
 //! Accounting on every path: each attempt's [`InflightGuard`] is finished
@@ -24,7 +25,7 @@ use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use kvroute_core::{Decision, InstanceId, Outcome, RequestId, RouteRequest, SessionId};
 use std::sync::atomic::Ordering;
@@ -70,32 +71,76 @@ struct Held {
     decision: Decision,
 }
 
+/// Which endpoints a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything: the API, `/health`, `/metrics`, `/admin/…`.
+    All,
+    /// The API and `/health` (the public port when `admin_listen` is set).
+    Public,
+    /// `/health`, `/metrics` and `/admin/…` (the admin listener).
+    Admin,
+}
+
+/// Request bytes held for one request: released when dropped.
+pub(crate) struct BodyHold {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 impl Gateway {
-    /// Answer one request. Never fails: every error is a response.
+    /// Answer one request on the public port. Never fails: every error is a
+    /// response.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let surface = if self.config.admin_listen.is_some() {
+            Surface::Public
+        } else {
+            Surface::All
+        };
+        self.handle_on(surface, req).await
+    }
+
+    /// Answer one request on a listener serving `surface`.
+    pub async fn handle_on(
+        self: Arc<Self>,
+        surface: Surface,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let path = req.uri().path();
+        let api = surface != Surface::Admin;
+        let internal = surface != Surface::Public;
         match (req.method(), path) {
-            (&Method::POST, "/v1/completions") => self.inference(ApiKind::Completions, req).await,
-            (&Method::POST, "/v1/chat/completions") => {
+            (&Method::GET, "/health") => self.health(),
+            (&Method::POST, "/v1/completions") if api => {
+                self.inference(ApiKind::Completions, req).await
+            }
+            (&Method::POST, "/v1/chat/completions") if api => {
                 self.inference(ApiKind::ChatCompletions, req).await
             }
-            (&Method::GET, "/health") => self.health(),
-            (&Method::GET, "/metrics") => self.text(
+            (&Method::GET, "/metrics") if internal => self.text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.render(),
             ),
-            (&Method::GET, "/v1/models") if self.config.model.is_some() => self.models(),
-            (&Method::GET, "/v1/models") => {
+            _ if internal && (path == "/admin" || path.starts_with("/admin/")) => {
+                crate::admin::handle(&self, req).await
+            }
+            (&Method::GET, "/v1/models") if api && self.config.model.is_some() => self.models(),
+            (&Method::GET, "/v1/models") if api => {
                 let first = self
                     .dispatcher
                     .with_table(|t| t.eligible().first().copied());
                 self.passthrough(req, first).await
             }
-            _ if path == "/admin" || path.starts_with("/admin/") => {
-                crate::admin::handle(&self, req).await
+            _ if api && self.config.proxy.forwards(path) => self.passthrough(req, None).await,
+            _ => {
+                self.metrics.error("not_found");
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("{} {} is not served by this router", req.method(), path),
+                    "invalid_request_error",
+                    "not_found",
+                )
             }
-            _ => self.passthrough(req, None).await,
         }
     }
 
@@ -131,8 +176,15 @@ impl Gateway {
         request_error_response(e)
     }
 
-    /// Read a body, refusing more than the configured limit.
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, RequestError> {
+    /// Read a body: at most `max_body_bytes` (413), all of it within
+    /// `body_read_timeout_secs` (408), and only while all requests together
+    /// hold less than `max_buffered_body_bytes` (503). The bytes count
+    /// against that budget until the returned hold is dropped.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        mut body: Incoming,
+    ) -> Result<(Bytes, BodyHold), RequestError> {
         let limit = self.config.proxy.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -141,13 +193,45 @@ impl Gateway {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(RequestError::TooLarge { limit });
         }
-        match Limited::new(body, limit).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(RequestError::TooLarge { limit })
+        let deadline = tokio::time::Instant::now() + self.timeouts.body_read;
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut held_kib = 0usize;
+        let mut reserve = |bytes: usize| -> Result<(), RequestError> {
+            let want = bytes.div_ceil(1024);
+            if want <= held_kib {
+                return Ok(());
             }
-            Err(e) => Err(RequestError::Body(e.to_string())),
+            let more = u32::try_from(want - held_kib).map_err(|_| RequestError::Overloaded)?;
+            let p = Arc::clone(&self.body_budget)
+                .try_acquire_many_owned(more)
+                .map_err(|_| RequestError::Overloaded)?;
+            match held.as_mut() {
+                Some(h) => h.merge(p),
+                None => held = Some(p),
+            }
+            held_kib = want;
+            Ok(())
+        };
+        let expected = declared.map_or(0, |n| n as usize);
+        reserve(expected)?;
+        let mut buf = bytes::BytesMut::with_capacity(expected);
+        let after = self.timeouts.body_read;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(RequestError::BodyTimeout { after }),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(RequestError::Body(e.to_string())),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(RequestError::TooLarge { limit });
+                }
+                reserve(buf.len() + data.len())?;
+                buf.extend_from_slice(&data);
+            }
         }
+        Ok((buf.freeze(), BodyHold { _permit: held }))
     }
 
     async fn inference(
@@ -157,7 +241,7 @@ impl Gateway {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let bytes = match self.read_body(&parts.headers, body).await {
+        let (bytes, _hold) = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
             Err(e) => return self.refuse(&e),
         };
@@ -246,10 +330,11 @@ impl Gateway {
                 }
             };
             let sent = tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await;
-            match sent {
+            let resp = match sent {
                 Err(_elapsed) => {
                     // Not retried: the engine may still be working on it.
                     guard.finish(Outcome::Failed);
+                    self.request_failed(&up);
                     self.metrics.error("timeout");
                     tracing::warn!(request = rid, instance = %up.name(), "timed out waiting for the engine's response");
                     return error_response(
@@ -261,6 +346,7 @@ impl Gateway {
                 }
                 Ok(Err(e)) => {
                     guard.finish(Outcome::Failed);
+                    self.request_failed(&up);
                     let connect = e.is_connect();
                     self.metrics
                         .error(if connect { "connect" } else { "upstream" });
@@ -270,49 +356,72 @@ impl Gateway {
                     }
                     last_error = Some(error_chain(&e));
                     tried.push(decision.instance);
+                    continue;
                 }
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let retryable =
-                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-                    if retryable && attempt + 1 < attempts {
+                Ok(Ok(resp)) => resp,
+            };
+            let status = resp.status();
+            if status.is_server_error() {
+                self.request_failed(&up);
+            } else {
+                self.request_succeeded(&up);
+            }
+            let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+            if retryable && attempt + 1 < attempts {
+                guard.finish(Outcome::Failed);
+                self.metrics.error("upstream_status");
+                tracing::warn!(request = rid, instance = %up.name(), %status, attempt, "engine answered with an error; trying another instance");
+                tried.push(decision.instance);
+                held = Some(Held {
+                    response: resp,
+                    upstream: up,
+                    decision,
+                });
+                continue;
+            }
+            if retryable {
+                self.metrics.error("upstream_status");
+            }
+            let (mut parts, mut body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let success = parts.status.is_success();
+            let sse = stream && success && !parts.headers.contains_key(header::CONTENT_LENGTH);
+            // A stream's headers go out with its first token: until then
+            // nothing has reached the client, so an engine that accepted the
+            // request but produces nothing can still be left for another.
+            let first = if sse {
+                match first_data(&mut body, self.timeouts.first_byte).await {
+                    Ok(first) => first,
+                    Err(why) => {
                         guard.finish(Outcome::Failed);
-                        self.metrics.error("upstream_status");
-                        tracing::warn!(request = rid, instance = %up.name(), %status, attempt, "engine answered with an error; trying another instance");
+                        self.request_failed(&up);
+                        self.metrics.error("first_byte");
+                        tracing::warn!(request = rid, instance = %up.name(), attempt, reason = %why, "no first token from the engine; trying another instance");
+                        last_error = Some(why);
                         tried.push(decision.instance);
-                        held = Some(Held {
-                            response: resp,
-                            upstream: up,
-                            decision,
-                        });
                         continue;
                     }
-                    if retryable {
-                        self.metrics.error("upstream_status");
-                    }
-                    let timeout = if stream {
-                        BodyTimeout::Idle(self.timeouts.stream_idle)
-                    } else {
-                        BodyTimeout::Deadline(deadline)
-                    };
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    let success = parts.status.is_success();
-                    let sse =
-                        stream && success && !parts.headers.contains_key(header::CONTENT_LENGTH);
-                    let body = TrackedBody::new(
-                        body,
-                        guard,
-                        success,
-                        sse,
-                        timeout,
-                        Arc::clone(&self.metrics),
-                    );
-                    let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
-                    self.decorate(out.headers_mut(), &up, &decision, &route_req, request_id);
-                    return out;
                 }
-            }
+            } else {
+                None
+            };
+            let timeout = if stream {
+                BodyTimeout::Idle(self.timeouts.stream_idle)
+            } else {
+                BodyTimeout::Deadline(deadline)
+            };
+            let body = TrackedBody::new(
+                body,
+                guard,
+                success,
+                sse,
+                timeout,
+                first,
+                Arc::clone(&self.metrics),
+            );
+            let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
+            self.decorate(out.headers_mut(), &up, &decision, &route_req, request_id);
+            return out;
         }
         if let Some(h) = held {
             // Every other instance failed too or none is left: pass the
@@ -356,6 +465,10 @@ impl Gateway {
         req: &RouteRequest,
         request_id: HeaderValue,
     ) {
+        h.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id);
+        if !self.config.proxy.expose_routing_headers {
+            return;
+        }
         h.insert(
             HeaderName::from_static(HEADER_INSTANCE),
             up.header_value().clone(),
@@ -372,7 +485,6 @@ impl Gateway {
             HeaderName::from_static(HEADER_REASON),
             HeaderValue::from_static(decision.reason.as_str()),
         );
-        h.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id);
     }
 
     /// Forward a request the router does not route by prompt: to `target`,
@@ -400,7 +512,7 @@ impl Gateway {
             );
         };
         let (parts, body) = req.into_parts();
-        let bytes = match self.read_body(&parts.headers, body).await {
+        let (bytes, _hold) = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
             Err(e) => return self.refuse(&e),
         };
@@ -426,10 +538,12 @@ impl Gateway {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert(
-                    HeaderName::from_static(HEADER_INSTANCE),
-                    up.header_value().clone(),
-                );
+                if self.config.proxy.expose_routing_headers {
+                    parts.headers.insert(
+                        HeaderName::from_static(HEADER_INSTANCE),
+                        up.header_value().clone(),
+                    );
+                }
                 Response::from_parts(parts, ProxyBody::Plain(body))
             }
             Ok(Err(e)) => {
@@ -441,7 +555,7 @@ impl Gateway {
                 }
                 error_response(
                     StatusCode::BAD_GATEWAY,
-                    &format!("instance {} failed: {}", up.name(), error_chain(&e)),
+                    &format!("an instance failed: {}", error_chain(&e)),
                     "server_error",
                     "upstream_unavailable",
                 )
@@ -457,6 +571,36 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The first data of a streamed body, waiting at most `limit`: `Ok(None)`
+/// if the body ended without data, `Err` if it failed or stayed silent.
+async fn first_data(
+    body: &mut Incoming,
+    limit: std::time::Duration,
+) -> Result<Option<Bytes>, String> {
+    let work = async {
+        loop {
+            match body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "the engine's stream failed before its first token: {e}"
+                    ))
+                }
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        if !d.is_empty() {
+                            return Ok(Some(d));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("no first token within {limit:?}"))?
 }
 
 /// The client's headers minus hop-by-hop ones, `host` and `content-length`

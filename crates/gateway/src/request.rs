@@ -133,13 +133,26 @@ pub enum RequestError {
     /// The prompt could not be tokenized or the chat template failed.
     #[error("could not tokenize the prompt: {0}")]
     Tokenize(String),
+    /// The body did not arrive within the body-read timeout.
+    #[error("the request body did not arrive within {after:?}")]
+    BodyTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// Accepting the body would go beyond the bytes all requests may hold.
+    #[error("the router is holding too many request bytes; retry shortly")]
+    Overloaded,
 }
 
 impl RequestError {
-    /// The HTTP status to answer with: 413 for an oversize body, else 400.
+    /// The HTTP status to answer with: 413 for an oversize body, 408 for a
+    /// body that did not arrive in time, 503 when the router holds too many
+    /// request bytes, else 400.
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            RequestError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -153,6 +166,8 @@ impl RequestError {
             RequestError::TooLarge { .. } => "request_too_large",
             RequestError::Body(_) => "invalid_body",
             RequestError::Tokenize(_) => "invalid_prompt",
+            RequestError::BodyTimeout { .. } => "request_timeout",
+            RequestError::Overloaded => "overloaded",
         }
     }
 
@@ -171,6 +186,8 @@ impl RequestError {
             RequestError::TooLarge { .. } => "body_too_large",
             RequestError::Body(_) => "body_read",
             RequestError::Tokenize(_) => "tokenize",
+            RequestError::BodyTimeout { .. } => "body_timeout",
+            RequestError::Overloaded => "body_budget",
             _ => "bad_request",
         }
     }

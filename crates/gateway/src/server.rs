@@ -13,9 +13,11 @@
 //! The caller owns the listener and the shutdown signal (mini-redis style):
 //! the binary passes Ctrl-C / SIGTERM, tests pass a oneshot.
 
+use crate::admit::AdmitLayer;
 use crate::config::RouterConfig;
 use crate::error::ServeError;
 use crate::gateway::Gateway;
+use crate::proxy::Surface;
 use crate::service::{AccessLogLayer, RouterService};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -45,12 +47,40 @@ pub async fn serve_gateway(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let admin_listener = match &gateway.config().admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     gateway.start();
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, policy = gateway.config().policy.name(), instances = gateway.upstreams().len(), "router listening");
+    tracing::info!(addr = ?local, admin_addr = ?admin_listener.as_ref().and_then(|l| l.local_addr().ok()), policy = gateway.config().policy.name(), instances = gateway.upstreams().len(), "router listening");
+    let adm = &gateway.config().admission;
+    let max_inflight = match adm.max_inflight {
+        0 => tokio::sync::Semaphore::MAX_PERMITS,
+        n => n,
+    };
+    let admit = AdmitLayer::new(
+        max_inflight,
+        adm.max_queued,
+        RouterConfig::secs(adm.queue_timeout_secs),
+    )
+    .with_metrics(Arc::clone(gateway.metrics()));
+    let public = if admin_listener.is_some() {
+        Surface::Public
+    } else {
+        Surface::All
+    };
     let svc = ServiceBuilder::new()
         .layer(AccessLogLayer::new())
-        .service(RouterService::new(Arc::clone(&gateway)));
+        .layer(admit)
+        .service(RouterService::with_surface(Arc::clone(&gateway), public));
+    let admin_svc =
+        ServiceBuilder::new()
+            .layer(AccessLogLayer::new())
+            .service(RouterService::with_surface(
+                Arc::clone(&gateway),
+                Surface::Admin,
+            ));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -81,9 +111,24 @@ pub async fn serve_gateway(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            accepted = accept_on(admin_listener.as_ref()) => {
+                if let Ok((stream, peer)) = accepted {
+                    let conn = http.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(admin_svc.clone()),
+                    );
+                    let conn = graceful.watch(conn);
+                    conns.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                        }
+                    });
+                }
+            }
         }
     }
     drop(listener);
+    drop(admin_listener);
     let grace = gateway.timeouts.shutdown_grace;
     tracing::info!(
         open_connections = conns.len(),
@@ -101,6 +146,17 @@ pub async fn serve_gateway(
     gateway.stop().await;
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// Accept on `l`, or wait forever without one (accept is cancel-safe, so
+/// this can be re-created on every turn of a `select!`).
+async fn accept_on(
+    l: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl RouterConfig {

@@ -5,6 +5,7 @@
 
 use crate::body::ProxyBody;
 use crate::gateway::Gateway;
+use crate::proxy::Surface;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -23,12 +24,23 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 #[derive(Debug, Clone)]
 pub struct RouterService {
     gateway: Arc<Gateway>,
+    surface: Surface,
 }
 
 impl RouterService {
-    /// A service over `gateway`.
+    /// A service over `gateway` answering what its public port answers.
     pub fn new(gateway: Arc<Gateway>) -> RouterService {
-        RouterService { gateway }
+        let surface = if gateway.config().admin_listen.is_some() {
+            Surface::Public
+        } else {
+            Surface::All
+        };
+        RouterService { gateway, surface }
+    }
+
+    /// A service answering the endpoints of `surface`.
+    pub fn with_surface(gateway: Arc<Gateway>, surface: Surface) -> RouterService {
+        RouterService { gateway, surface }
     }
 
     /// The gateway.
@@ -48,7 +60,8 @@ impl Service<Request<Incoming>> for RouterService {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gw = Arc::clone(&self.gateway);
-        Box::pin(async move { Ok(gw.handle(req).await) })
+        let surface = self.surface;
+        Box::pin(async move { Ok(gw.handle_on(surface, req).await) })
     }
 }
 

@@ -152,6 +152,10 @@ pub struct KvStats {
     pub violations: AtomicU64,
     /// Times the instance fell back from exact to predicted entries.
     pub fallbacks: AtomicU64,
+    /// Times the feed was found silent while the engine computed prompts.
+    pub silences: AtomicU64,
+    /// Times the router's hashes were found not to match the engine's.
+    pub mismatches: AtomicU64,
     /// Publisher connections made.
     pub connects: AtomicU64,
     /// Publishers connected now (gauge).
@@ -236,8 +240,15 @@ pub struct Upstream {
     pub(crate) removed: AtomicBool,
     /// Admin: draining.
     pub(crate) draining: AtomicBool,
-    /// Probes: failing.
+    /// Probes: failing (or not probed yet).
     pub(crate) unhealthy: AtomicBool,
+    /// Outlier ejection: out until `ejected_until` and a successful probe.
+    pub(crate) ejected: AtomicBool,
+    ejected_until: Mutex<Option<std::time::Instant>>,
+    /// Ejections so far (each doubles the next one's length).
+    pub(crate) ejections: AtomicU32,
+    /// Consecutive failed requests.
+    pub(crate) request_failures: AtomicU32,
     /// Consecutive failures (probes and connection errors).
     pub(crate) failures: AtomicU32,
     /// Probes sent / failed.
@@ -283,6 +294,10 @@ impl Upstream {
             removed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             unhealthy: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            ejected_until: Mutex::new(None),
+            ejections: AtomicU32::new(0),
+            request_failures: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
@@ -334,7 +349,7 @@ impl Upstream {
             InstanceState::Removed
         } else if self.draining.load(Ordering::Acquire) {
             InstanceState::Draining
-        } else if self.unhealthy.load(Ordering::Acquire) {
+        } else if self.unhealthy.load(Ordering::Acquire) || self.ejected.load(Ordering::Acquire) {
             InstanceState::Unhealthy
         } else {
             InstanceState::Healthy
@@ -344,6 +359,28 @@ impl Upstream {
     /// Consecutive failures so far.
     pub fn consecutive_failures(&self) -> u32 {
         self.failures.load(Ordering::Acquire)
+    }
+
+    /// Whether it is ejected for failing requests.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Times it was ejected.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn eject_for(&self, d: std::time::Duration) {
+        *self.ejected_until.lock() = Some(std::time::Instant::now() + d);
+        self.ejected.store(true, Ordering::Release);
+    }
+
+    /// Whether its ejection (if any) has run its time.
+    pub(crate) fn ejection_over(&self) -> bool {
+        self.ejected_until
+            .lock()
+            .is_none_or(|t| std::time::Instant::now() >= t)
     }
 
     pub(crate) fn abort_tasks(&self) {

@@ -120,6 +120,9 @@ async fn admin_adds_drains_undrains_and_removes_instances() {
     .await;
     assert_eq!(bad.status, 400);
 
+    // The new instance takes requests once a probe has found it answering.
+    r.eventually(5.0, "b probed healthy", |r| r.gw.healthy_count() == 2)
+        .await;
     for i in 0..4 {
         post(
             &c,
@@ -202,9 +205,20 @@ async fn models_health_metrics_and_other_paths() {
     assert_eq!(m.json()["data"][0]["id"], "fake-model");
     let h = send(&c, "GET", &r.url("/health"), &[], "").await;
     assert_eq!(h.status, 200);
-    let other = send(&c, "GET", &r.url("/no/such/path"), &[], "").await;
-    assert_eq!(other.status, 404);
-    assert_eq!(other.header("x-kvroute-instance"), a.url());
+    // Only the engines' public paths are forwarded.
+    let version = send(&c, "GET", &r.url("/version"), &[], "").await;
+    assert_eq!(version.header("x-kvroute-instance"), a.url());
+    for (method, path) in [
+        ("GET", "/no/such/path"),
+        ("POST", "/reset_prefix_cache"),
+        ("POST", "/collective_rpc"),
+        ("POST", "/v1/load_lora_adapter"),
+    ] {
+        let other = send(&c, method, &r.url(path), &[], "").await;
+        assert_eq!(other.status, 404, "{method} {path}");
+        assert_eq!(other.json()["error"]["code"], "not_found");
+        assert!(other.headers.get("x-kvroute-instance").is_none());
+    }
     post(
         &c,
         &r.url("/v1/completions"),

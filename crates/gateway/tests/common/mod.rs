@@ -327,6 +327,7 @@ pub fn config(policy: &str, backends: &[&Backend]) -> RouterConfig {
     c.metrics_interval_secs = 0.0;
     c.shutdown_grace_secs = 2.0;
     c.proxy.connect_timeout_secs = 0.5;
+    c.proxy.expose_routing_headers = true;
     c
 }
 
@@ -335,6 +336,7 @@ pub async fn router(config: RouterConfig) -> Router {
     let addr = listener.local_addr().unwrap();
     let gw = Gateway::new(config).unwrap();
     let (stop, rx) = oneshot::channel::<()>();
+    let probed = Arc::clone(&gw);
     let g2 = Arc::clone(&gw);
     let task = tokio::spawn(async move {
         serve_gateway(listener, g2, async {
@@ -343,6 +345,10 @@ pub async fn router(config: RouterConfig) -> Router {
         .await
         .unwrap();
     });
+    // Instances take requests after their first probe.
+    tokio::time::timeout(Duration::from_secs(10), probed.ready())
+        .await
+        .expect("every instance probed within 10 s");
     Router {
         addr,
         gw,
