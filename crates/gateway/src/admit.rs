@@ -51,6 +51,16 @@ impl AdmitLayer {
     /// A layer admitting `max_inflight` requests at once (≥ 1) with a queue
     /// of `max_queued`, each waiting at most `queue_timeout`.
     pub fn new(max_inflight: usize, max_queued: usize, queue_timeout: Duration) -> AdmitLayer {
+        AdmitLayer::build(max_inflight, max_queued, queue_timeout, None)
+    }
+
+    /// The same, counting refusals in the router's `errors_total{kind}`.
+    pub(crate) fn build(
+        max_inflight: usize,
+        max_queued: usize,
+        queue_timeout: Duration,
+        metrics: Option<Arc<RouterMetrics>>,
+    ) -> AdmitLayer {
         AdmitLayer {
             state: Arc::new(State {
                 slots: Arc::new(Semaphore::new(
@@ -59,21 +69,7 @@ impl AdmitLayer {
                 queued: AtomicUsize::new(0),
                 max_queued,
                 queue_timeout,
-                metrics: None,
-            }),
-        }
-    }
-
-    /// Count refusals in the router's `errors_total{kind}`.
-    pub(crate) fn with_metrics(self, metrics: Arc<RouterMetrics>) -> AdmitLayer {
-        let s = &self.state;
-        AdmitLayer {
-            state: Arc::new(State {
-                slots: Arc::clone(&s.slots),
-                queued: AtomicUsize::new(0),
-                max_queued: s.max_queued,
-                queue_timeout: s.queue_timeout,
-                metrics: Some(metrics),
+                metrics,
             }),
         }
     }

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub(crate) timeouts: Timeouts,
     /// What the KV-event feed tasks share.
     feed: crate::kv::FeedContext,
+    /// Admission control of the public port.
+    admission: crate::admit::AdmitLayer,
     /// Serialises instance changes and state writes to the dispatcher.
     admin_lock: Mutex<()>,
     /// Wakes the health task to probe suspects now.
@@ -148,8 +150,19 @@ impl Gateway {
             exact_resume: timeouts.exact_resume,
             min_reset_interval: RouterConfig::secs(config.directory.min_reset_interval_secs),
         };
+        let adm = &config.admission;
+        let admission = crate::admit::AdmitLayer::build(
+            match adm.max_inflight {
+                0 => tokio::sync::Semaphore::MAX_PERMITS,
+                n => n,
+            },
+            adm.max_queued,
+            RouterConfig::secs(adm.queue_timeout_secs),
+            Some(Arc::clone(&metrics)),
+        );
         let gw = Arc::new(Gateway {
             feed,
+            admission,
             policy_header: HeaderValue::from_static(policy_name),
             config,
             dispatcher,
@@ -187,6 +200,16 @@ impl Gateway {
     /// The router's metrics.
     pub fn metrics(&self) -> &Arc<RouterMetrics> {
         &self.metrics
+    }
+
+    /// KiB of request bodies that may still be buffered now.
+    pub fn body_budget_available(&self) -> usize {
+        self.body_budget.available_permits()
+    }
+
+    /// Admission control of the public port (slots, queue).
+    pub fn admission(&self) -> &crate::admit::AdmitLayer {
+        &self.admission
     }
 
     /// The prompt encoder.

@@ -363,8 +363,6 @@ impl Gateway {
             let status = resp.status();
             if status.is_server_error() {
                 self.request_failed(&up);
-            } else {
-                self.request_succeeded(&up);
             }
             let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
             if retryable && attempt + 1 < attempts {
@@ -391,7 +389,10 @@ impl Gateway {
             // request but produces nothing can still be left for another.
             let first = if sse {
                 match first_data(&mut body, self.timeouts.first_byte).await {
-                    Ok(first) => first,
+                    Ok(first) => {
+                        self.request_succeeded(&up);
+                        first
+                    }
                     Err(why) => {
                         guard.finish(Outcome::Failed);
                         self.request_failed(&up);
@@ -403,6 +404,9 @@ impl Gateway {
                     }
                 }
             } else {
+                if !status.is_server_error() {
+                    self.request_succeeded(&up);
+                }
                 None
             };
             let timeout = if stream {

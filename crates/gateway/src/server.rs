@@ -13,7 +13,6 @@
 //! The caller owns the listener and the shutdown signal (mini-redis style):
 //! the binary passes Ctrl-C / SIGTERM, tests pass a oneshot.
 
-use crate::admit::AdmitLayer;
 use crate::config::RouterConfig;
 use crate::error::ServeError;
 use crate::gateway::Gateway;
@@ -54,17 +53,7 @@ pub async fn serve_gateway(
     gateway.start();
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, admin_addr = ?admin_listener.as_ref().and_then(|l| l.local_addr().ok()), policy = gateway.config().policy.name(), instances = gateway.upstreams().len(), "router listening");
-    let adm = &gateway.config().admission;
-    let max_inflight = match adm.max_inflight {
-        0 => tokio::sync::Semaphore::MAX_PERMITS,
-        n => n,
-    };
-    let admit = AdmitLayer::new(
-        max_inflight,
-        adm.max_queued,
-        RouterConfig::secs(adm.queue_timeout_secs),
-    )
-    .with_metrics(Arc::clone(gateway.metrics()));
+    let admit = gateway.admission().clone();
     let public = if admin_listener.is_some() {
         Surface::Public
     } else {

@@ -361,6 +361,11 @@ impl Upstream {
         self.failures.load(Ordering::Acquire)
     }
 
+    /// Health probes sent to it.
+    pub fn probes_sent(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
     /// Whether it is ejected for failing requests.
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Acquire)

@@ -21,3 +21,7 @@ mod exact;
 // End to end against the emulated vLLM engine: real tokenizer and chat
 // template, KV events in vLLM's wire format, /metrics polls.
 mod emulator;
+// The reliability suite (docs/reliability.md): killed and hung engines,
+// overload, slow and large bodies, hostile KV-event peers, blind exact mode,
+// exposure.
+mod reliability;

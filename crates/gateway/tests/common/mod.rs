@@ -43,6 +43,9 @@ pub struct Behavior {
     pub die_after_first_chunk: bool,
     /// `/metrics` page to serve.
     pub metrics_page: Option<String>,
+    /// Accept completions and never produce anything: a stream gets its
+    /// headers and no data, a non-streaming request no answer at all.
+    pub hang: bool,
 }
 
 /// What a fake engine saw.
@@ -180,6 +183,18 @@ async fn answer(
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+            if b.hang && !stream {
+                std::future::pending::<()>().await;
+            }
+            if b.hang {
+                let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+                tokio::spawn(async move {
+                    let _keep = tx;
+                    std::future::pending::<()>().await;
+                });
+                let body = StreamBody::new(tokio_stream_from(rx));
+                return Ok(resp(200, "text/event-stream", BodyExt::boxed(body)));
+            }
             if !stream {
                 return Ok(resp(
                     200,
