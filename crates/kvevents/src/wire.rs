@@ -16,6 +16,10 @@
 //! their last 8 bytes, big-endian, which is the same number. Unknown keys are
 //! ignored and unknown event types are skipped (counted), so newer engines do
 //! not break the router.
+//!
+//! Decoding reads the msgpack bytes directly into events (no intermediate
+//! value tree): nothing a payload announces is allocated beyond the bytes it
+//! actually carries.
 
 use kvroute_core::{BlockHash, KvEvent};
 use rmpv::Value;
@@ -51,149 +55,324 @@ fn shape(msg: impl Into<String>) -> WireError {
     WireError::Shape(msg.into())
 }
 
-fn as_hash(v: &Value) -> Result<BlockHash, WireError> {
-    match v {
-        Value::Integer(i) => i
-            .as_u64()
-            .or_else(|| i.as_i64().map(|x| x as u64))
-            .map(BlockHash)
-            .ok_or_else(|| shape("block hash integer out of range")),
-        Value::Binary(b) if !b.is_empty() => {
-            let mut tail = [0u8; 8];
-            let n = b.len().min(8);
-            tail[8 - n..].copy_from_slice(&b[b.len() - n..]);
-            Ok(BlockHash(u64::from_be_bytes(tail)))
+/// A cursor over msgpack bytes. Every read is bounds-checked; lengths read
+/// off the wire never size an allocation beyond the bytes left (each element
+/// takes at least one byte), so a payload cannot make the decoder allocate
+/// more than a small multiple of its own size.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn truncated() -> WireError {
+    WireError::Msgpack("truncated".into())
+}
+
+/// What a marker announces.
+enum Kind {
+    Nil,
+    Bool,
+    Uint(u64),
+    Int(i64),
+    Float(f64),
+    Str(usize),
+    Bin(usize),
+    Array(usize),
+    Map(usize),
+    Ext(usize),
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if n > self.left() {
+            return Err(truncated());
         }
-        other => Err(shape(format!(
-            "block hash must be an integer or bytes, got {other}"
-        ))),
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let b = self.take(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(b);
+        Ok(out)
+    }
+
+    fn len8(&mut self) -> Result<usize, WireError> {
+        Ok(usize::from(self.be::<1>()?[0]))
+    }
+    fn len16(&mut self) -> Result<usize, WireError> {
+        Ok(usize::from(u16::from_be_bytes(self.be()?)))
+    }
+    fn len32(&mut self) -> Result<usize, WireError> {
+        Ok(u32::from_be_bytes(self.be()?) as usize)
+    }
+
+    /// Read a marker (and any fixed-size payload: numbers) and say what follows.
+    fn kind(&mut self) -> Result<Kind, WireError> {
+        let m = self.be::<1>()?[0];
+        Ok(match m {
+            0x00..=0x7f => Kind::Uint(u64::from(m)),
+            0x80..=0x8f => Kind::Map(usize::from(m & 0x0f)),
+            0x90..=0x9f => Kind::Array(usize::from(m & 0x0f)),
+            0xa0..=0xbf => Kind::Str(usize::from(m & 0x1f)),
+            0xc0 => Kind::Nil,
+            0xc2 | 0xc3 => Kind::Bool,
+            0xc4 => Kind::Bin(self.len8()?),
+            0xc5 => Kind::Bin(self.len16()?),
+            0xc6 => Kind::Bin(self.len32()?),
+            0xc7 => Kind::Ext(self.len8()? + 1),
+            0xc8 => Kind::Ext(self.len16()? + 1),
+            0xc9 => Kind::Ext(self.len32()?.saturating_add(1)),
+            0xca => Kind::Float(f64::from(f32::from_be_bytes(self.be()?))),
+            0xcb => Kind::Float(f64::from_be_bytes(self.be()?)),
+            0xcc => Kind::Uint(u64::from(self.be::<1>()?[0])),
+            0xcd => Kind::Uint(u64::from(u16::from_be_bytes(self.be()?))),
+            0xce => Kind::Uint(u64::from(u32::from_be_bytes(self.be()?))),
+            0xcf => Kind::Uint(u64::from_be_bytes(self.be()?)),
+            0xd0 => Kind::Int(i64::from(i8::from_be_bytes(self.be()?))),
+            0xd1 => Kind::Int(i64::from(i16::from_be_bytes(self.be()?))),
+            0xd2 => Kind::Int(i64::from(i32::from_be_bytes(self.be()?))),
+            0xd3 => Kind::Int(i64::from_be_bytes(self.be()?)),
+            0xd4 => Kind::Ext(2),
+            0xd5 => Kind::Ext(3),
+            0xd6 => Kind::Ext(5),
+            0xd7 => Kind::Ext(9),
+            0xd8 => Kind::Ext(17),
+            0xd9 => Kind::Str(self.len8()?),
+            0xda => Kind::Str(self.len16()?),
+            0xdb => Kind::Str(self.len32()?),
+            0xdc => Kind::Array(self.len16()?),
+            0xdd => Kind::Array(self.len32()?),
+            0xde => Kind::Map(self.len16()?),
+            0xdf => Kind::Map(self.len32()?),
+            0xe0..=0xff => Kind::Int(i64::from(m as i8)),
+            0xc1 => return Err(WireError::Msgpack("reserved marker 0xc1".into())),
+        })
+    }
+
+    /// Skip one value, nested ones included, without recursion: the count
+    /// of values still to skip only grows by lengths read, and every value
+    /// takes at least a byte, so this ends within the bytes left.
+    fn skip(&mut self) -> Result<(), WireError> {
+        let mut pending: u64 = 1;
+        while pending > 0 {
+            pending -= 1;
+            match self.kind()? {
+                Kind::Str(n) | Kind::Bin(n) | Kind::Ext(n) => {
+                    self.take(n)?;
+                }
+                Kind::Array(n) => pending += n as u64,
+                Kind::Map(n) => pending += 2 * n as u64,
+                _ => {}
+            }
+            if pending > self.left() as u64 {
+                return Err(truncated());
+            }
+        }
+        Ok(())
+    }
+
+    /// A string, or `None` (the value, whatever it is, stepped over).
+    fn str(&mut self) -> Result<Option<&'a [u8]>, WireError> {
+        let at = self.pos;
+        if let Kind::Str(n) = self.kind()? {
+            return Ok(Some(self.take(n)?));
+        }
+        self.pos = at;
+        self.skip()?;
+        Ok(None)
+    }
+
+    /// An array's length, capped by the bytes left (each element ≥ 1 byte).
+    fn array(&mut self, what: &str) -> Result<usize, WireError> {
+        match self.kind()? {
+            Kind::Array(n) if n <= self.left() => Ok(n),
+            Kind::Array(_) => Err(truncated()),
+            _ => Err(shape(format!("{what} must be an array"))),
+        }
+    }
+
+    fn hash(&mut self) -> Result<BlockHash, WireError> {
+        match self.kind()? {
+            Kind::Uint(u) => Ok(BlockHash(u)),
+            Kind::Int(i) => Ok(BlockHash(i as u64)),
+            Kind::Bin(n) if n > 0 => {
+                let b = self.take(n)?;
+                let mut tail = [0u8; 8];
+                let k = n.min(8);
+                tail[8 - k..].copy_from_slice(&b[n - k..]);
+                Ok(BlockHash(u64::from_be_bytes(tail)))
+            }
+            _ => Err(shape("block hash must be an integer or bytes")),
+        }
+    }
+
+    fn hashes(&mut self, what: &str) -> Result<Vec<BlockHash>, WireError> {
+        let n = self.array(what)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.hash()?);
+        }
+        Ok(out)
+    }
+
+    fn opt_hash(&mut self) -> Result<Option<BlockHash>, WireError> {
+        if self.buf.get(self.pos) == Some(&0xc0) {
+            self.pos += 1;
+            return Ok(None);
+        }
+        self.hash().map(Some)
+    }
+
+    fn tokens(&mut self) -> Result<Vec<u32>, WireError> {
+        let n = self.array("token_ids")?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.kind()? {
+                Kind::Uint(u) => out.push(
+                    u32::try_from(u).map_err(|_| shape("token id out of range"))?,
+                ),
+                _ => return Err(shape("token id is not an integer")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// An unsigned integer, or 0 (the value, whatever it is, stepped over).
+    fn uint_or_zero(&mut self) -> Result<u64, WireError> {
+        let at = self.pos;
+        if let Kind::Uint(u) = self.kind()? {
+            return Ok(u);
+        }
+        self.pos = at;
+        self.skip()?;
+        Ok(0)
+    }
+
+    /// A signed integer, or `None` (the value stepped over).
+    fn opt_int(&mut self) -> Result<Option<i64>, WireError> {
+        let at = self.pos;
+        match self.kind()? {
+            Kind::Uint(u) => return Ok(i64::try_from(u).ok()),
+            Kind::Int(i) => return Ok(Some(i)),
+            _ => {}
+        }
+        self.pos = at;
+        self.skip()?;
+        Ok(None)
     }
 }
 
-fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
-    map.iter()
-        .find(|(k, _)| k.as_str() == Some(key))
-        .map(|(_, v)| v)
+/// The fields of one event, whichever form it came in.
+#[derive(Default)]
+struct Fields<'a> {
+    ty: Option<&'a [u8]>,
+    hashes: Option<Vec<BlockHash>>,
+    parent: Option<BlockHash>,
+    tokens: Vec<u32>,
+    block_size: u64,
 }
 
-fn hashes(map: &[(Value, Value)]) -> Result<Vec<BlockHash>, WireError> {
-    match field(map, "block_hashes") {
-        Some(Value::Array(a)) => a.iter().map(as_hash).collect(),
-        _ => Err(shape("event without a block_hashes array")),
-    }
-}
-
-fn decode_event(v: &Value) -> Result<Option<KvEvent>, WireError> {
-    let map = match v {
-        Value::Map(m) => m.as_slice(),
-        // msgspec array_like encoding: [tag, fields...] — accept the tag-first form too.
-        Value::Array(a) => return decode_array_event(a),
-        other => return Err(shape(format!("event must be a map, got {other}"))),
-    };
-    let ty = field(map, "type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| shape("event without a type"))?;
-    Ok(Some(match ty {
-        "BlockStored" => {
-            let parent = match field(map, "parent_block_hash") {
-                None | Some(Value::Nil) => None,
-                Some(v) => Some(as_hash(v)?),
-            };
-            let token_ids = match field(map, "token_ids") {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|t| {
-                        t.as_u64()
-                            .map(|x| x as u32)
-                            .ok_or_else(|| shape("token id is not an integer"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => Vec::new(),
-            };
-            let block_size = field(map, "block_size")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as u32;
-            KvEvent::BlockStored {
-                block_hashes: hashes(map)?,
-                parent_block_hash: parent,
-                token_ids,
-                block_size,
-            }
-        }
-        "BlockRemoved" => KvEvent::BlockRemoved {
-            block_hashes: hashes(map)?,
-        },
-        "AllBlocksCleared" => KvEvent::AllBlocksCleared,
-        _ => return Ok(None),
-    }))
-}
-
-/// `[type, block_hashes, parent, token_ids, block_size, ...]` (msgspec
-/// `array_like`, `tag=True`), as some vLLM versions encode events.
-fn decode_array_event(a: &[Value]) -> Result<Option<KvEvent>, WireError> {
-    let ty = a
-        .first()
-        .and_then(Value::as_str)
-        .ok_or_else(|| shape("array event without a type tag"))?;
-    Ok(Some(match ty {
-        "BlockStored" => {
-            let hs = match a.get(1) {
-                Some(Value::Array(h)) => h.iter().map(as_hash).collect::<Result<_, _>>()?,
-                _ => return Err(shape("BlockStored without block_hashes")),
-            };
-            let parent = match a.get(2) {
-                None | Some(Value::Nil) => None,
-                Some(v) => Some(as_hash(v)?),
-            };
-            let token_ids = match a.get(3) {
-                Some(Value::Array(t)) => t
-                    .iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x as u32)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let block_size = a.get(4).and_then(Value::as_u64).unwrap_or(0) as u32;
-            KvEvent::BlockStored {
-                block_hashes: hs,
-                parent_block_hash: parent,
-                token_ids,
-                block_size,
-            }
-        }
-        "BlockRemoved" => match a.get(1) {
-            Some(Value::Array(h)) => KvEvent::BlockRemoved {
-                block_hashes: h.iter().map(as_hash).collect::<Result<_, _>>()?,
+impl Fields<'_> {
+    fn into_event(self) -> Result<Option<KvEvent>, WireError> {
+        let ty = self.ty.ok_or_else(|| shape("event without a type"))?;
+        Ok(Some(match ty {
+            b"BlockStored" => KvEvent::BlockStored {
+                block_hashes: self
+                    .hashes
+                    .ok_or_else(|| shape("event without a block_hashes array"))?,
+                parent_block_hash: self.parent,
+                token_ids: self.tokens,
+                block_size: u32::try_from(self.block_size).unwrap_or(0),
             },
-            _ => return Err(shape("BlockRemoved without block_hashes")),
-        },
-        "AllBlocksCleared" => KvEvent::AllBlocksCleared,
-        _ => return Ok(None),
-    }))
+            b"BlockRemoved" => KvEvent::BlockRemoved {
+                block_hashes: self
+                    .hashes
+                    .ok_or_else(|| shape("event without a block_hashes array"))?,
+            },
+            b"AllBlocksCleared" => KvEvent::AllBlocksCleared,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// One event: a map with vLLM's keys, or msgspec's array form
+/// `[tag, block_hashes, parent, token_ids, block_size, …]`.
+fn decode_event(r: &mut Reader<'_>) -> Result<Option<KvEvent>, WireError> {
+    let mut f = Fields::default();
+    match r.kind()? {
+        Kind::Map(n) => {
+            for _ in 0..n {
+                let key = r.str()?;
+                match key {
+                    Some(b"type") => f.ty = r.str()?,
+                    Some(b"block_hashes") => f.hashes = Some(r.hashes("block_hashes")?),
+                    Some(b"parent_block_hash") => f.parent = r.opt_hash()?,
+                    Some(b"token_ids") => f.tokens = r.tokens()?,
+                    Some(b"block_size") => f.block_size = r.uint_or_zero()?,
+                    _ => r.skip()?,
+                }
+            }
+        }
+        Kind::Array(n) => {
+            if n == 0 {
+                return Err(shape("array event without a type tag"));
+            }
+            f.ty = Some(r.str()?.ok_or_else(|| shape("array event without a type tag"))?);
+            for i in 1..n {
+                match (f.ty, i) {
+                    (Some(b"BlockStored" | b"BlockRemoved"), 1) => {
+                        f.hashes = Some(r.hashes("block_hashes")?)
+                    }
+                    (Some(b"BlockStored"), 2) => f.parent = r.opt_hash()?,
+                    (Some(b"BlockStored"), 3) => f.tokens = r.tokens()?,
+                    (Some(b"BlockStored"), 4) => f.block_size = r.uint_or_zero()?,
+                    _ => r.skip()?,
+                }
+            }
+        }
+        _ => return Err(shape("event must be a map")),
+    }
+    f.into_event()
 }
 
 /// Decode one payload.
-pub fn decode_payload(mut bytes: &[u8]) -> Result<EventBatch, WireError> {
-    let v = rmpv::decode::read_value(&mut bytes).map_err(|e| WireError::Msgpack(e.to_string()))?;
-    let Value::Array(parts) = v else {
-        return Err(shape("batch must be an array [ts, events, dp_rank]"));
+pub fn decode_payload(bytes: &[u8]) -> Result<EventBatch, WireError> {
+    let mut r = Reader::new(bytes);
+    let n = match r.kind()? {
+        Kind::Array(n) if n >= 2 => n,
+        _ => return Err(shape("batch must be an array [ts, events, dp_rank]")),
     };
-    let ts = match parts.first() {
-        Some(Value::F64(t)) => *t,
-        Some(Value::F32(t)) => f64::from(*t),
-        Some(Value::Integer(i)) => i.as_f64().unwrap_or(0.0),
+    let ts = match r.kind()? {
+        Kind::Float(t) => t,
+        Kind::Uint(u) => u as f64,
+        Kind::Int(i) => i as f64,
         _ => return Err(shape("batch[0] must be the timestamp")),
     };
-    let Some(Value::Array(raw)) = parts.get(1) else {
-        return Err(shape("batch[1] must be the event list"));
-    };
-    let dp_rank = parts.get(2).and_then(Value::as_i64);
-    let mut events = Vec::with_capacity(raw.len());
+    let count = r.array("batch[1] (the event list)")?;
+    let mut events = Vec::with_capacity(count);
     let mut skipped = 0;
-    for ev in raw {
-        match decode_event(ev)? {
+    for _ in 0..count {
+        match decode_event(&mut r)? {
             Some(e) => events.push(e),
             None => skipped += 1,
+        }
+    }
+    let mut dp_rank = None;
+    if n >= 3 {
+        dp_rank = r.opt_int()?;
+        for _ in 3..n {
+            r.skip()?;
         }
     }
     Ok(EventBatch {
@@ -328,7 +507,60 @@ mod tests {
     fn byte_hashes_reduce_to_their_last_eight_bytes() {
         let mut digest = vec![0xaa; 24];
         digest.extend_from_slice(&42u64.to_be_bytes());
-        assert_eq!(as_hash(&Value::Binary(digest)).unwrap(), BlockHash(42));
+        let mut buf = Vec::new();
+        rmpv::encode::write_value(&mut buf, &Value::Binary(digest)).unwrap();
+        assert_eq!(Reader::new(&buf).hash().unwrap(), BlockHash(42));
+    }
+
+    #[test]
+    fn announced_lengths_beyond_the_payload_are_refused_cheaply() {
+        // [ts, array32 of 2^32-1 events] with nothing behind.
+        let mut p = vec![0x93, 0xcb];
+        p.extend(1.0f64.to_be_bytes());
+        p.extend([0xdd, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(decode_payload(&p), Err(WireError::Msgpack(_))));
+        // An unknown key whose value is a map32 announcing 2^32-1 pairs.
+        let mut p = vec![0x93, 0xcb];
+        p.extend(1.0f64.to_be_bytes());
+        p.extend([0x91, 0x81, 0xa1, b'x', 0xdf, 0xff, 0xff, 0xff, 0xff]);
+        assert!(decode_payload(&p).is_err());
+    }
+
+    #[test]
+    fn the_array_form_of_events_is_read_too() {
+        let v = Value::Array(vec![
+            Value::F64(2.0),
+            Value::Array(vec![
+                Value::Array(vec![
+                    s("BlockStored"),
+                    Value::Array(vec![Value::from(5u64)]),
+                    Value::Nil,
+                    Value::Array(vec![Value::from(1u32), Value::from(2u32)]),
+                    Value::from(2u32),
+                    Value::Nil,
+                ]),
+                Value::Array(vec![s("BlockRemoved"), Value::Array(vec![Value::from(5u64)])]),
+            ]),
+            Value::from(1),
+        ]);
+        let mut buf = Vec::new();
+        rmpv::encode::write_value(&mut buf, &v).unwrap();
+        let b = decode_payload(&buf).unwrap();
+        assert_eq!(
+            b.events,
+            vec![
+                KvEvent::BlockStored {
+                    block_hashes: vec![BlockHash(5)],
+                    parent_block_hash: None,
+                    token_ids: vec![1, 2],
+                    block_size: 2,
+                },
+                KvEvent::BlockRemoved {
+                    block_hashes: vec![BlockHash(5)]
+                },
+            ]
+        );
+        assert_eq!(b.dp_rank, Some(1));
     }
 
     #[test]
@@ -351,6 +583,7 @@ mod tests {
             decode_payload(&[0x93, 0xcb, 0x40]),
             Err(WireError::Msgpack(_))
         ));
+        assert!(matches!(decode_payload(&[0xc1]), Err(WireError::Msgpack(_))));
         assert!(matches!(decode_payload(&[0x01]), Err(WireError::Shape(_))));
         assert!(matches!(
             decode_frames(&[b"t", b"123", b""]),

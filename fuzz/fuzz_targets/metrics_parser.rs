@@ -1,0 +1,16 @@
+//! Any text as an engine's /metrics page: parsed or refused, never a panic;
+//! the gauges the router reads are looked up on whatever parsed.
+#![no_main]
+
+use kvroute_metrics::{CacheConfig, EngineGauges, Scrape};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(scrape) = Scrape::parse(text) {
+        let _ = EngineGauges::from_scrape(&scrape);
+        let _ = CacheConfig::from_scrape(&scrape);
+    }
+});
