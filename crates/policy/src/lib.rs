@@ -48,6 +48,7 @@ pub use crate::prefix_hash::{PrefixHash, PrefixHashConfig};
 pub use crate::registry::{ConfigError, PolicyConfig, POLICY_NAMES};
 pub use crate::round_robin::{RoundRobin, RoundRobinConfig};
 pub use crate::sglang_cache_aware::{SglangCacheAware, SglangCacheAwareConfig};
+pub use crate::shared::{Key as SharedKey, SharedPrefix, SharedPrefixConfig};
 pub use crate::weighted::{Weighted, WeightedConfig};
 
 mod cache_affinity;
@@ -60,4 +61,5 @@ mod registry;
 mod round_robin;
 mod select;
 mod sglang_cache_aware;
+mod shared;
 mod weighted;
