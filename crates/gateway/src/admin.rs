@@ -17,11 +17,12 @@ use crate::body::ProxyBody;
 use crate::config::InstanceConfig;
 use crate::error::{error_response, json_response, AddInstanceError};
 use crate::gateway::Gateway;
-use crate::upstream::Upstream;
+use crate::upstream::Engine;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use kvroute_core::InstanceId;
+use kvroute_routing::Health;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -77,13 +78,13 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Respons
     let segs: Vec<&str> = path.split('/').skip(2).collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["instances"]) => ok(Value::Array(
-            gw.upstreams().iter().map(|u| describe(gw, u)).collect(),
+            gw.engines().iter().map(|e| describe(gw, e)).collect(),
         )),
         (Method::POST, ["instances"]) => add(gw, req).await,
         (Method::POST, ["instances", id, "drain"]) => with_id(gw, id, |gw, id| gw.drain(id)),
         (Method::POST, ["instances", id, "undrain"]) => with_id(gw, id, |gw, id| gw.undrain(id)),
         (Method::DELETE, ["instances", id]) => with_id(gw, id, |gw, id| gw.remove(id)),
-        (Method::GET, ["instances", id]) => match parse_id(id).and_then(|i| gw.upstream(i)) {
+        (Method::GET, ["instances", id]) => match parse_id(id).and_then(|i| gw.engine(i)) {
             Some(u) => ok(describe(gw, &u)),
             None => unknown(id),
         },
@@ -127,8 +128,8 @@ fn with_id(
     if !f(gw, i) {
         return unknown(id);
     }
-    match gw.upstream(i) {
-        Some(u) => ok(describe(gw, &u)),
+    match gw.engine(i) {
+        Some(e) => ok(describe(gw, &e)),
         None => unknown(id),
     }
 }
@@ -169,7 +170,7 @@ async fn add(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ProxyBody> {
         replay: body.replay,
     };
     match gw.add_instance(&c) {
-        Ok(id) => match gw.upstream(id) {
+        Ok(id) => match gw.engine(id) {
             Some(u) => json_response(
                 StatusCode::CREATED,
                 serde_json::to_vec(&describe(gw, &u)).unwrap_or_default(),
@@ -187,38 +188,30 @@ async fn add(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ProxyBody> {
 }
 
 /// One instance as JSON.
-pub(crate) fn describe(gw: &Gateway, u: &Upstream) -> Value {
-    let id = u.id();
-    let inst = gw.dispatcher().instance(id);
+pub(crate) fn describe(gw: &Gateway, e: &Engine) -> Value {
+    let u = e.ext();
+    let id = e.id();
     let dir = gw.dispatcher().directory();
     let now = gw.dispatcher().now();
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let (state, inflight, pending, gauges, counters) = match &inst {
-        Some(i) => {
-            let g = i.gauges();
-            let c = &i.counters;
-            (
-                i.state().as_str(),
-                i.inflight(),
-                i.pending_prefill_tokens(),
-                json!({
-                    "running": g.running,
-                    "waiting": g.waiting,
-                    "kv_usage": g.kv_usage,
-                    "age_secs": (g.observed_at.0 > 0).then(|| now.saturating_sub(g.observed_at).as_secs_f64()),
-                }),
-                json!({
-                    "routed": r(&c.routed),
-                    "finished": r(&c.finished),
-                    "failed": r(&c.failed),
-                    "cancelled": r(&c.cancelled),
-                    "prompt_tokens": r(&c.prompt_tokens),
-                    "predicted_cached_tokens": r(&c.predicted_cached_tokens),
-                }),
-            )
-        }
-        None => ("removed", 0, 0, Value::Null, Value::Null),
-    };
+    let g = e.gauges();
+    let c = &e.counters;
+    let health = e.health();
+    let (state, inflight, pending) = (e.state().as_str(), e.inflight(), e.pending_prefill_tokens());
+    let gauges = json!({
+        "running": g.running,
+        "waiting": g.waiting,
+        "kv_usage": g.kv_usage,
+        "age_secs": (g.observed_at.0 > 0).then(|| now.saturating_sub(g.observed_at).as_secs_f64()),
+    });
+    let counters = json!({
+        "routed": r(&c.routed),
+        "finished": r(&c.finished),
+        "failed": r(&c.failed),
+        "cancelled": r(&c.cancelled),
+        "prompt_tokens": r(&c.prompt_tokens),
+        "predicted_cached_tokens": r(&c.predicted_cached_tokens),
+    });
     let kv = &u.kv;
     json!({
         "id": id.0,
@@ -227,6 +220,9 @@ pub(crate) fn describe(gw: &Gateway, u: &Upstream) -> Value {
         "inflight": inflight,
         "pending_prefill_tokens": pending,
         "consecutive_failures": u.consecutive_failures(),
+        "probe_failing": health.has(Health::FAILING),
+        "ejected": health.has(Health::EJECTED),
+        "ejections": u.ejections(),
         "gauges": gauges,
         "requests": counters,
         "engine": {

@@ -20,6 +20,7 @@
 //! buffering, no copying.
 
 use crate::metrics::RouterMetrics;
+use crate::upstream::Upstream;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -112,7 +113,7 @@ pub(crate) enum BodyTimeout {
 #[derive(Debug)]
 pub struct TrackedBody {
     inner: Incoming,
-    guard: Option<InflightGuard>,
+    guard: Option<InflightGuard<Upstream>>,
     success: bool,
     sse: bool,
     timeout: BodyTimeout,
@@ -131,7 +132,7 @@ impl TrackedBody {
     /// already read off `inner` (a stream's first token), passed on first.
     pub(crate) fn new(
         inner: Incoming,
-        mut guard: InflightGuard,
+        mut guard: InflightGuard<Upstream>,
         success: bool,
         sse: bool,
         timeout: BodyTimeout,

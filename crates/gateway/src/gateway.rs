@@ -13,8 +13,7 @@ use crate::config::{InstanceConfig, RouterConfig};
 use crate::encode::PromptEncoder;
 use crate::error::{AddInstanceError, ServeError};
 use crate::metrics::RouterMetrics;
-use crate::upstream::{BaseUrl, Upstream};
-use arc_swap::ArcSwap;
+use crate::upstream::{BaseUrl, Engine, Upstream};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::Full;
@@ -24,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use kvroute_core::{InstanceId, SystemClock};
 use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_kvevents::Endpoint;
-use kvroute_routing::{Dispatcher, InstanceState};
+use kvroute_routing::{Dispatcher, Health, Transition};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,8 +37,7 @@ pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 /// The router.
 pub struct Gateway {
     pub(crate) config: RouterConfig,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) upstreams: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+    pub(crate) dispatcher: Arc<Dispatcher<Upstream>>,
     pub(crate) client: UpstreamClient,
     pub(crate) encoder: PromptEncoder,
     pub(crate) metrics: Arc<RouterMetrics>,
@@ -51,7 +49,7 @@ pub struct Gateway {
     feed: crate::kv::FeedContext,
     /// Admission control of the public port.
     admission: crate::admit::AdmitLayer,
-    /// Serialises instance changes and state writes to the dispatcher.
+    /// Serialises adding instances (the duplicate check and the add).
     admin_lock: Mutex<()>,
     /// Wakes the health task to probe suspects now.
     pub(crate) probe_now: Notify,
@@ -85,7 +83,7 @@ impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("policy", &self.config.policy.name())
-            .field("instances", &self.upstreams.load().len())
+            .field("instances", &self.dispatcher.with_table(|t| t.all().len()))
             .finish_non_exhaustive()
     }
 }
@@ -106,17 +104,12 @@ impl Gateway {
         let directory = Arc::new(Directory::new(Freshness::periodic_secs(
             config.directory.sync_interval_secs,
         )));
-        let dispatcher = Arc::new(Dispatcher::new(
+        let dispatcher = Arc::new(Dispatcher::with_ext(
             policy,
             directory,
             Arc::new(SystemClock::new()),
         ));
-        let upstreams = Arc::new(ArcSwap::from_pointee(Vec::new()));
-        let metrics = Arc::new(RouterMetrics::new(
-            policy_name,
-            Arc::clone(&dispatcher),
-            Arc::clone(&upstreams),
-        ));
+        let metrics = Arc::new(RouterMetrics::new(policy_name, Arc::clone(&dispatcher)));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(RouterConfig::secs(config.proxy.connect_timeout_secs)));
@@ -166,7 +159,6 @@ impl Gateway {
             policy_header: HeaderValue::from_static(policy_name),
             config,
             dispatcher,
-            upstreams,
             client,
             encoder,
             metrics,
@@ -192,8 +184,9 @@ impl Gateway {
         &self.config
     }
 
-    /// The dispatcher (instance table, loads, directory).
-    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+    /// The dispatcher: the one registry of instances (state, load, and
+    /// each one's [`Upstream`]), the directory, the policy.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher<Upstream>> {
         &self.dispatcher
     }
 
@@ -218,23 +211,24 @@ impl Gateway {
     }
 
     /// Every instance ever added, indexed by id (removed ones included).
-    pub fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
-        self.upstreams.load_full()
+    pub fn engines(&self) -> Vec<Arc<Engine>> {
+        self.dispatcher.instances()
     }
 
     /// One instance.
-    pub fn upstream(&self, id: InstanceId) -> Option<Arc<Upstream>> {
-        self.upstreams.load().get(id.index()).cloned()
+    pub fn engine(&self, id: InstanceId) -> Option<Arc<Engine>> {
+        self.dispatcher.instance(id)
     }
 
     /// The instance routed to at `url`, if any (not removed).
     pub fn find(&self, url: &str) -> Option<InstanceId> {
         let url = BaseUrl::parse(url).ok()?.to_string();
-        self.upstreams
-            .load()
-            .iter()
-            .find(|u| !u.is_removed() && u.name() == url)
-            .map(|u| u.id())
+        self.dispatcher.with_table(|t| {
+            t.all()
+                .iter()
+                .find(|e| !e.is_removed() && e.name() == url)
+                .map(|e| e.id())
+        })
     }
 
     /// Add an instance. With health probing on it takes requests once a
@@ -255,15 +249,24 @@ impl Gateway {
             .map_err(|e| AddInstanceError::Invalid(format!("kv_events: {e}")))?;
         let _g = self.admin_lock.lock();
         let name = url.to_string();
-        if self
-            .upstreams
-            .load()
-            .iter()
-            .any(|u| !u.is_removed() && u.name() == name)
-        {
+        if self.find(&name).is_some() {
             return Err(AddInstanceError::Duplicate(name));
         }
-        let id = self.dispatcher.add_instance(name.clone());
+        // With probes on, not admitted before one says it answers.
+        let probing = self.timeouts.health_interval.is_some();
+        let health = if probing {
+            Health::with(Health::FAILING)
+        } else {
+            Health::OK
+        };
+        let replay = c.replay.clone();
+        let id = self.dispatcher.add(name.clone(), health, |id| {
+            Upstream::new(id, url, kv, replay)
+        });
+        let Some(entry) = self.dispatcher.instance(id) else {
+            return Err(AddInstanceError::Invalid("the instance vanished".into()));
+        };
+        let kv = entry.ext().kv_events();
         let exact = self.config.directory.mode == Mode::Exact && kv.is_some();
         if self.config.directory.mode == Mode::Exact && kv.is_none() {
             tracing::warn!(instance = %name, "directory mode is exact but the instance has no KV-event endpoint: its entries are predicted");
@@ -279,22 +282,12 @@ impl Gateway {
         if cap > 0 {
             self.dispatcher.directory().set_capacity(id, cap);
         }
-        let up = Arc::new(Upstream::new(id, url, kv, c.replay.clone()));
-        if self.timeouts.health_interval.is_some() {
-            // Not admitted before a probe says it answers.
-            up.unhealthy.store(true, Ordering::Release);
-            self.sync_state(&up);
+        if probing {
             self.probe_now.notify_one();
         }
-        self.upstreams.rcu(|list| {
-            let mut v: Vec<Arc<Upstream>> = list.as_ref().clone();
-            debug_assert_eq!(v.len(), id.index());
-            v.push(Arc::clone(&up));
-            v
-        });
         if let Some(bg) = self.background.lock().as_mut() {
             if exact {
-                spawn_kv_task(self, &up, bg);
+                spawn_kv_task(self, &entry, bg);
             }
         }
         tracing::info!(instance = %name, id = id.0, exact, "instance added");
@@ -304,95 +297,107 @@ impl Gateway {
     /// Take `id` out of rotation until [`undrain`](Self::undrain); its
     /// in-flight requests finish. False if unknown or removed.
     pub fn drain(&self, id: InstanceId) -> bool {
-        self.set_flag(id, |u| u.draining.store(true, Ordering::Release))
+        self.log(id, self.dispatcher.set_draining(id, true))
     }
 
     /// Put a drained instance back.
     pub fn undrain(&self, id: InstanceId) -> bool {
-        self.set_flag(id, |u| u.draining.store(false, Ordering::Release))
+        self.log(id, self.dispatcher.set_draining(id, false))
     }
 
     /// Remove `id` for good: no new requests, its directory entries and
     /// background tasks are dropped. In-flight requests finish.
     pub fn remove(&self, id: InstanceId) -> bool {
-        let Some(up) = self.upstream(id) else {
-            return false;
-        };
-        let ok = self.set_flag(id, |u| u.removed.store(true, Ordering::Release));
-        if ok {
-            up.abort_tasks();
-            tracing::info!(instance = %up.name(), "instance removed");
+        let ok = self.log(id, self.dispatcher.remove(id));
+        if let (true, Some(e)) = (ok, self.engine(id)) {
+            e.ext().abort_tasks();
         }
         ok
     }
 
-    fn set_flag(&self, id: InstanceId, f: impl FnOnce(&Upstream)) -> bool {
-        let Some(up) = self.upstream(id) else {
-            return false;
-        };
-        let _g = self.admin_lock.lock();
-        if up.is_removed() {
-            return false;
+    /// Log a state change; whether the instance was there to change.
+    fn log(&self, id: InstanceId, t: Option<Transition>) -> bool {
+        let Some(t) = t else { return false };
+        if t.changed() {
+            let name = self
+                .engine(id)
+                .map(|e| e.name().to_string())
+                .unwrap_or_default();
+            tracing::info!(instance = %name, from = t.from.as_str(), to = t.to.as_str(), "instance state");
         }
-        f(&up);
-        self.sync_state(&up);
         true
-    }
-
-    /// Write the upstream's derived state to the dispatcher (caller holds
-    /// the admin lock).
-    fn sync_state(&self, up: &Upstream) {
-        let want = up.effective_state();
-        let cur = self
-            .dispatcher
-            .instance(up.id())
-            .map(|i| i.state())
-            .unwrap_or(InstanceState::Removed);
-        if cur != want && cur != InstanceState::Removed {
-            self.dispatcher.set_state(up.id(), want);
-            tracing::info!(instance = %up.name(), from = cur.as_str(), to = want.as_str(), "instance state");
-        }
     }
 
     /// A health probe succeeded. An ejected instance stays out until its
     /// ejection ends.
-    pub(crate) fn mark_healthy(&self, up: &Upstream) {
+    pub(crate) fn mark_healthy(&self, e: &Engine) {
+        let up = e.ext();
         up.failures.store(0, Ordering::Release);
-        let ejection_over = up.ejection_over();
-        if (up.unhealthy.load(Ordering::Acquire) && !up.is_ejected())
-            || (up.is_ejected() && ejection_over)
-        {
-            let _g = self.admin_lock.lock();
-            if up.is_ejected() {
-                up.ejected.store(false, Ordering::Release);
-                tracing::info!(instance = %up.name(), "ejection over and the probe succeeded: back in rotation");
-            }
-            up.unhealthy.store(false, Ordering::Release);
-            self.sync_state(up);
+        let h = e.health();
+        if h.has(Health::FAILING) {
+            self.log(
+                e.id(),
+                self.dispatcher.set_health(e.id(), Health::FAILING, false),
+            );
+        }
+        if h.has(Health::EJECTED) && up.ejection_over() {
+            tracing::info!(instance = %up.name(), "ejection over and the probe succeeded: back in rotation");
+            self.log(
+                e.id(),
+                self.dispatcher.set_health(e.id(), Health::EJECTED, false),
+            );
         }
     }
 
     /// A request to the instance failed (connection error, 5xx, no first
     /// token in time). Enough in a row eject it for a while.
-    pub(crate) fn request_failed(&self, up: &Upstream) {
+    pub(crate) fn request_failed(&self, e: &Engine) {
+        let up = e.ext();
         let n = up.request_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let o = &self.config.outlier;
-        if o.consecutive_failures == 0 || n < o.consecutive_failures || up.is_ejected() {
+        if o.consecutive_failures == 0
+            || n < o.consecutive_failures
+            || e.health().has(Health::EJECTED)
+        {
             return;
         }
         let k = up.ejections.fetch_add(1, Ordering::AcqRel);
         let secs = (o.base_ejection_secs * 2f64.powi(k.min(16) as i32)).min(o.max_ejection_secs);
-        let _g = self.admin_lock.lock();
         up.eject_for(RouterConfig::secs(secs));
         up.request_failures.store(0, Ordering::Release);
-        self.sync_state(up);
+        self.log(
+            e.id(),
+            self.dispatcher.set_health(e.id(), Health::EJECTED, true),
+        );
         self.metrics.error("ejection");
         tracing::warn!(instance = %up.name(), consecutive_failures = n, ejection_secs = secs, "instance ejected: its requests keep failing");
     }
 
     /// A request to the instance got an answer (any status below 500).
-    pub(crate) fn request_succeeded(&self, up: &Upstream) {
-        up.request_failures.store(0, Ordering::Release);
+    pub(crate) fn request_succeeded(&self, e: &Engine) {
+        e.ext().request_failures.store(0, Ordering::Release);
+    }
+
+    /// A health probe or a connection to the instance failed. With probing
+    /// disabled nothing could bring an instance back, so only counts.
+    pub(crate) fn mark_failure(&self, e: &Engine) {
+        let n = e.ext().failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.timeouts.health_interval.is_none() {
+            return;
+        }
+        if n >= self.config.health.unhealthy_threshold && !e.health().has(Health::FAILING) {
+            self.log(
+                e.id(),
+                self.dispatcher.set_health(e.id(), Health::FAILING, true),
+            );
+        }
+    }
+
+    /// A request could not connect to the instance: count a failure and
+    /// probe it now.
+    pub(crate) fn suspect(&self, e: &Engine) {
+        self.mark_failure(e);
+        self.probe_now.notify_one();
     }
 
     /// Wait until every instance present at start has been probed once
@@ -403,27 +408,6 @@ impl Gateway {
         }
         let mut rx = self.probed.subscribe();
         let _ = rx.wait_for(|p| *p).await;
-    }
-
-    /// A health probe or a connection to the instance failed. With probing
-    /// disabled nothing could bring an instance back, so only counts.
-    pub(crate) fn mark_failure(&self, up: &Upstream) {
-        let n = up.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.timeouts.health_interval.is_none() {
-            return;
-        }
-        if n >= self.config.health.unhealthy_threshold && !up.unhealthy.load(Ordering::Acquire) {
-            let _g = self.admin_lock.lock();
-            up.unhealthy.store(true, Ordering::Release);
-            self.sync_state(up);
-        }
-    }
-
-    /// A request could not connect to the instance: count a failure and
-    /// probe it now.
-    pub(crate) fn suspect(&self, up: &Upstream) {
-        self.mark_failure(up);
-        self.probe_now.notify_one();
     }
 
     /// Instances taking requests now.
@@ -456,9 +440,9 @@ impl Gateway {
                 b.stop.subscribe(),
             )));
         }
-        for up in self.upstreams.load().iter() {
-            if !up.is_removed() && self.dispatcher.directory().mode(up.id()) == Mode::Exact {
-                spawn_kv_task(self, up, &mut b);
+        for e in self.engines() {
+            if !e.is_removed() && self.dispatcher.directory().mode(e.id()) == Mode::Exact {
+                spawn_kv_task(self, &e, &mut b);
             }
         }
         *bg = Some(b);
@@ -469,8 +453,8 @@ impl Gateway {
         let bg = self.background.lock().take();
         let Some(bg) = bg else { return };
         let _ = bg.stop.send(true);
-        for up in self.upstreams.load().iter() {
-            up.abort_tasks();
+        for e in self.engines() {
+            e.ext().abort_tasks();
         }
         for t in bg.tasks {
             let abort = t.abort_handle();
@@ -500,17 +484,17 @@ impl Gateway {
     }
 }
 
-fn spawn_kv_task(gw: &Arc<Gateway>, up: &Arc<Upstream>, bg: &mut Background) {
-    let Some(ep) = up.kv_events().cloned() else {
+fn spawn_kv_task(gw: &Arc<Gateway>, e: &Arc<Engine>, bg: &mut Background) {
+    let Some(ep) = e.ext().kv_events().cloned() else {
         return;
     };
     let task = tokio::spawn(crate::kv::run(
         gw.feed.clone(),
-        Arc::clone(up),
+        Arc::clone(e),
         ep,
         bg.stop.subscribe(),
     ));
-    up.tasks.lock().push(task.abort_handle());
+    e.ext().tasks.lock().push(task.abort_handle());
 }
 
 /// A warning when a KV-event port the router binds is reachable from

@@ -11,7 +11,7 @@
 //! healthy when undrained.
 
 use crate::gateway::Gateway;
-use crate::upstream::Upstream;
+use crate::upstream::Engine;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -44,13 +44,17 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn probe_all(gw: &Arc<Gateway>) {
-    let ups = gw.upstreams();
-    let probes = ups.iter().filter(|u| !u.is_removed()).map(|u| probe(gw, u));
+    let engines = gw.engines();
+    let probes = engines
+        .iter()
+        .filter(|e| !e.is_removed())
+        .map(|e| probe(gw, e));
     futures_util::future::join_all(probes).await;
 }
 
 /// Probe one instance and record the result.
-pub(crate) async fn probe(gw: &Gateway, up: &Upstream) -> bool {
+pub(crate) async fn probe(gw: &Gateway, e: &Engine) -> bool {
+    let up = e.ext();
     up.probes.fetch_add(1, Ordering::Relaxed);
     let ok = match up.url().join("/health") {
         Ok(uri) => {
@@ -72,11 +76,11 @@ pub(crate) async fn probe(gw: &Gateway, up: &Upstream) -> bool {
         Err(_) => false,
     };
     if ok {
-        gw.mark_healthy(up);
+        gw.mark_healthy(e);
     } else {
         up.probe_failures.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(instance = %up.name(), failures = up.consecutive_failures() + 1, "health probe failed");
-        gw.mark_failure(up);
+        gw.mark_failure(e);
     }
     ok
 }

@@ -40,7 +40,7 @@
 //! [`kvroute_kvevents::replay`]).
 
 use crate::metrics::RouterMetrics;
-use crate::upstream::{FeedFallback, Upstream};
+use crate::upstream::{Engine, FeedFallback, Upstream};
 use kvroute_core::KvEvent;
 use kvroute_directory::Mode;
 use kvroute_kvevents::{
@@ -63,7 +63,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// What a feed task needs, and nothing else.
 #[derive(Debug, Clone)]
 pub(crate) struct FeedContext {
-    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) dispatcher: Arc<Dispatcher<Upstream>>,
     pub(crate) metrics: Arc<RouterMetrics>,
     pub(crate) topic: String,
     pub(crate) limits: Limits,
@@ -115,10 +115,11 @@ struct Feed {
 
 pub(crate) async fn run(
     ctx: FeedContext,
-    up: Arc<Upstream>,
+    engine: Arc<Engine>,
     endpoint: Endpoint,
     mut stop: watch::Receiver<bool>,
 ) {
+    let up = engine.ext();
     let options = SubscribeOptions {
         topic: ctx.topic.clone(),
         limits: ctx.limits,
@@ -147,7 +148,7 @@ pub(crate) async fn run(
             _ = stop.changed() => break,
         };
         let Some(item) = item else { break };
-        feed.on_item(&ctx, &up, item).await;
+        feed.on_item(&ctx, up, item).await;
     }
     up.kv.publishers.store(0, Ordering::Relaxed);
 }

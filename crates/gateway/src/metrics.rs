@@ -16,24 +16,23 @@
 //!
 //! | series | labels |
 //! |---|---|
-//! | `kvroute_requests_total` | instance, policy, outcome (`finished`, `failed`, `cancelled`) |
-//! | `kvroute_routed_requests_total` | instance |
-//! | `kvroute_prompt_tokens_total`, `kvroute_predicted_cached_tokens_total` | instance |
-//! | `kvroute_engine_prefix_cache_queries_total`, `kvroute_engine_prefix_cache_hits_total` | instance |
-//! | `kvroute_inflight_requests`, `kvroute_pending_prefill_tokens` | instance |
-//! | `kvroute_instance_state` (1 for the current state) | instance, state |
-//! | `kvroute_directory_blocks`, `kvroute_directory_mode` | instance (, mode) |
-//! | `kvroute_engine_requests_running`, `_waiting`, `kvroute_engine_kv_cache_usage` | instance |
-//! | `kvroute_kv_event_batches_total`, `_events_total`, `_gaps_total`, `_lost_batches_total`, `_replayed_batches_total`, `_restarts_total`, `_decode_errors_total`, `kvroute_directory_fallbacks_total` | instance |
-//! | `kvroute_kv_event_lag_seconds` (histogram) | instance |
+//! | `kvroute_requests_total` | worker, policy, outcome (`finished`, `failed`, `cancelled`) |
+//! | `kvroute_routed_requests_total` | worker |
+//! | `kvroute_prompt_tokens_total`, `kvroute_predicted_cached_tokens_total` | worker |
+//! | `kvroute_engine_prefix_cache_queries_total`, `kvroute_engine_prefix_cache_hits_total` | worker |
+//! | `kvroute_inflight_requests`, `kvroute_pending_prefill_tokens` | worker |
+//! | `kvroute_instance_state` (1 for the current state) | worker, state |
+//! | `kvroute_directory_blocks`, `kvroute_directory_mode` | worker (, mode) |
+//! | `kvroute_engine_requests_running`, `_waiting`, `kvroute_engine_kv_cache_usage` | worker |
+//! | `kvroute_kv_event_batches_total`, `_events_total`, `_gaps_total`, `_lost_batches_total`, `_replayed_batches_total`, `_restarts_total`, `_decode_errors_total`, `kvroute_directory_fallbacks_total` | worker |
+//! | `kvroute_kv_event_lag_seconds` (histogram) | worker |
 //! | `kvroute_route_decision_seconds` (histogram), `kvroute_route_decisions_total` | policy (, reason) |
 //! | `kvroute_retries_total`, `kvroute_errors_total` | (kind) |
 
-use crate::upstream::Upstream;
-use arc_swap::ArcSwap;
+use crate::upstream::{Engine, Upstream};
 use kvroute_core::Reason;
 use kvroute_directory::Mode;
-use kvroute_routing::{Dispatcher, Instance, InstanceState};
+use kvroute_routing::{Dispatcher, InstanceState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -69,8 +68,7 @@ fn lag_histogram() -> Histogram {
 impl RouterMetrics {
     pub(crate) fn new(
         policy: &'static str,
-        dispatcher: Arc<Dispatcher>,
-        upstreams: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+        dispatcher: Arc<Dispatcher<Upstream>>,
     ) -> RouterMetrics {
         let mut registry = Registry::default();
         // 1 µs … ~0.5 s.
@@ -106,11 +104,7 @@ impl RouterMetrics {
             "KV-event batch lag: arrival time minus the engine's batch timestamp",
             kv_lag.clone(),
         );
-        registry.register_collector(Box::new(StateCollector {
-            policy,
-            dispatcher,
-            upstreams,
-        }));
+        registry.register_collector(Box::new(StateCollector { policy, dispatcher }));
         RouterMetrics {
             registry,
             policy,
@@ -143,7 +137,7 @@ impl RouterMetrics {
     /// A KV-event batch arrived `lag_secs` after the engine stamped it.
     pub(crate) fn kv_lag(&self, instance: &str, lag_secs: f64) {
         self.kv_lag
-            .get_or_create(&[("instance", instance.to_string())])
+            .get_or_create(&[("worker", instance.to_string())])
             .observe(lag_secs);
     }
 
@@ -175,8 +169,7 @@ impl RouterMetrics {
 /// Per-instance series, read at scrape time.
 struct StateCollector {
     policy: &'static str,
-    dispatcher: Arc<Dispatcher>,
-    upstreams: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+    dispatcher: Arc<Dispatcher<Upstream>>,
 }
 
 impl fmt::Debug for StateCollector {
@@ -194,10 +187,12 @@ const STATES: [InstanceState; 4] = [
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let ups = self.upstreams.load();
-        let insts: Vec<(Arc<Upstream>, Arc<Instance>)> = ups
-            .iter()
-            .filter_map(|u| Some((Arc::clone(u), self.dispatcher.instance(u.id())?)))
+        // A removed instance's series go with it.
+        let insts: Vec<Arc<Engine>> = self
+            .dispatcher
+            .instances()
+            .into_iter()
+            .filter(|e| !e.is_removed())
             .collect();
         let dir = self.dispatcher.directory();
 
@@ -208,15 +203,15 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (u, i) in &insts {
-                let c = &i.counters;
+            for e in &insts {
+                let c = &e.counters;
                 for (outcome, v) in [
                     ("finished", &c.finished),
                     ("failed", &c.failed),
                     ("cancelled", &c.cancelled),
                 ] {
                     let labels = [
-                        ("instance", u.name()),
+                        ("worker", e.name()),
                         ("policy", self.policy),
                         ("outcome", outcome),
                     ];
@@ -230,21 +225,21 @@ impl Collector for StateCollector {
             "kvroute_routed_requests",
             "Requests routed to the instance (each retry attempt counts)",
             &insts,
-            |_, i| i.counters.routed.load(Ordering::Relaxed),
+            |_, e| e.counters.routed.load(Ordering::Relaxed),
         )?;
         counter(
             &mut enc,
             "kvroute_prompt_tokens",
             "Prompt tokens routed to the instance",
             &insts,
-            |_, i| i.counters.prompt_tokens.load(Ordering::Relaxed),
+            |_, e| e.counters.prompt_tokens.load(Ordering::Relaxed),
         )?;
         counter(
             &mut enc,
             "kvroute_predicted_cached_tokens",
             "Prompt tokens the router predicted were cached on the instance it chose",
             &insts,
-            |_, i| i.counters.predicted_cached_tokens.load(Ordering::Relaxed),
+            |_, e| e.counters.predicted_cached_tokens.load(Ordering::Relaxed),
         )?;
         counter(
             &mut enc,
@@ -265,14 +260,14 @@ impl Collector for StateCollector {
             "kvroute_inflight_requests",
             "Requests in flight from this router",
             &insts,
-            |_, i| f64::from(i.inflight()),
+            |_, e| f64::from(e.inflight()),
         )?;
         gauge(
             &mut enc,
             "kvroute_pending_prefill_tokens",
             "Uncached prompt tokens sent that have not produced a first token yet",
             &insts,
-            |_, i| i.pending_prefill_tokens() as f64,
+            |_, e| e.pending_prefill_tokens() as f64,
         )?;
         {
             let mut m = enc.encode_descriptor(
@@ -281,10 +276,10 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (u, i) in &insts {
-                let cur = i.state();
+            for e in &insts {
+                let cur = e.state();
                 for s in STATES {
-                    let labels = [("instance", u.name()), ("state", s.as_str())];
+                    let labels = [("worker", e.name()), ("state", s.as_str())];
                     ConstGauge::new(i64::from(cur == s)).encode(m.encode_family(&labels)?)?;
                 }
             }
@@ -303,10 +298,10 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (u, _) in &insts {
-                let cur = dir.mode(u.id());
+            for e in &insts {
+                let cur = dir.mode(e.id());
                 for mode in [Mode::Predicted, Mode::Exact] {
-                    let labels = [("instance", u.name()), ("mode", mode.as_str())];
+                    let labels = [("worker", e.name()), ("mode", mode.as_str())];
                     ConstGauge::new(i64::from(cur == mode)).encode(m.encode_family(&labels)?)?;
                 }
             }
@@ -316,21 +311,21 @@ impl Collector for StateCollector {
             "kvroute_engine_requests_running",
             "The engine's running requests (last poll)",
             &insts,
-            |_, i| f64::from(i.gauges().running),
+            |_, e| f64::from(e.gauges().running),
         )?;
         gauge(
             &mut enc,
             "kvroute_engine_requests_waiting",
             "The engine's waiting requests (last poll)",
             &insts,
-            |_, i| f64::from(i.gauges().waiting),
+            |_, e| f64::from(e.gauges().waiting),
         )?;
         gauge(
             &mut enc,
             "kvroute_engine_kv_cache_usage",
             "The engine's KV-cache usage, 0..1 (last poll)",
             &insts,
-            |_, i| i.gauges().kv_usage,
+            |_, e| e.gauges().kv_usage,
         )?;
         gauge(
             &mut enc,
@@ -376,8 +371,48 @@ impl Collector for StateCollector {
             ),
             kv(
                 "kvroute_directory_fallbacks",
-                "Falls back from exact to predicted entries after a gap",
+                "Falls back from exact to predicted entries (gap, conflict, silence, hash mismatch, reset storm)",
                 |u| u.kv.fallbacks.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_refused_connections",
+                "KV-event connections refused (address not allowed, too many)",
+                |u| u.kv.refused.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_violations",
+                "KV-event connections dropped for breaking the protocol or a limit",
+                |u| u.kv.violations.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_foreign_batches",
+                "KV-event batches ignored because another connection owned the stream",
+                |u| u.kv.foreign_batches.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_resets",
+                "Directory resets from the feed (engine restarts, caches cleared)",
+                |u| u.kv.resets.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_resets_suppressed",
+                "Resets refused for coming faster than min_reset_interval_secs",
+                |u| u.kv.resets_suppressed.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_silences",
+                "Times the engine computed prompts but no KV events arrived",
+                |u| u.kv.silences.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_kv_event_hash_mismatches",
+                "Times the router's block hashes were found not to match the engine's",
+                |u| u.kv.mismatches.load(Ordering::Relaxed),
+            ),
+            kv(
+                "kvroute_ejections",
+                "Times the instance was ejected for failing requests",
+                |u| u64::from(u.ejections()),
             ),
             kv("kvroute_health_probes", "Health probes sent", |u| {
                 u.probes.load(Ordering::Relaxed)
@@ -402,6 +437,20 @@ impl Collector for StateCollector {
             &insts,
             |u, _| u.kv.last_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
         )?;
+        gauge(
+            &mut enc,
+            "kvroute_kv_event_seconds_since_last",
+            "Seconds since the last KV-event batch was applied (-1: none yet)",
+            &insts,
+            |u, _| u.kv.secs_since_last_event().unwrap_or(-1.0),
+        )?;
+        gauge(
+            &mut enc,
+            "kvroute_kv_event_publishers",
+            "KV-event publishers connected now",
+            &insts,
+            |u, _| f64::from(u.kv.publishers.load(Ordering::Relaxed)),
+        )?;
         Ok(())
     }
 }
@@ -410,13 +459,13 @@ fn gauge(
     enc: &mut DescriptorEncoder<'_>,
     name: &'static str,
     help: &'static str,
-    insts: &[(Arc<Upstream>, Arc<Instance>)],
-    f: impl Fn(&Upstream, &Instance) -> f64,
+    insts: &[Arc<Engine>],
+    f: impl Fn(&Upstream, &Engine) -> f64,
 ) -> Result<(), fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (u, i) in insts {
-        let labels = [("instance", u.name())];
-        ConstGauge::new(f(u, i)).encode(m.encode_family(&labels)?)?;
+    for e in insts {
+        let labels = [("worker", e.name())];
+        ConstGauge::new(f(e.ext(), e)).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -425,13 +474,13 @@ fn counter(
     enc: &mut DescriptorEncoder<'_>,
     name: &'static str,
     help: &'static str,
-    insts: &[(Arc<Upstream>, Arc<Instance>)],
-    f: impl Fn(&Upstream, &Instance) -> u64,
+    insts: &[Arc<Engine>],
+    f: impl Fn(&Upstream, &Engine) -> u64,
 ) -> Result<(), fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (u, i) in insts {
-        let labels = [("instance", u.name())];
-        ConstCounter::new(f(u, i)).encode(m.encode_family(&labels)?)?;
+    for e in insts {
+        let labels = [("worker", e.name())];
+        ConstCounter::new(f(e.ext(), e)).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! other. Nothing here is on the request path.
 
 use crate::gateway::Gateway;
-use crate::upstream::{FeedFallback, Upstream};
+use crate::upstream::{Engine, FeedFallback, Upstream};
 use kvroute_core::InstanceId;
 use kvroute_directory::Mode;
 use kvroute_metrics::{CacheConfig, EngineGauges as Polled, Scrape};
@@ -43,10 +43,15 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let ups = gw.upstreams();
-        let polls = ups.iter().filter(|u| !u.is_removed()).map(|u| {
+        let live: Vec<_> = gw
+            .engines()
+            .into_iter()
+            .filter(|e| !e.is_removed())
+            .collect();
+        let polls = live.iter().map(|e| {
             let client = &client;
             let gw = &gw;
+            let u = e.ext();
             async move {
                 let url = format!("{}/metrics", u.name());
                 match kvroute_metrics::fetch(client, &url, timeout).await {
@@ -62,12 +67,9 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             }
         });
         futures_util::future::join_all(polls).await;
-        for u in ups
-            .iter()
-            .filter(|u| !u.is_removed() && u.kv_events().is_some())
-        {
+        for e in live.iter().filter(|e| e.ext().kv_events().is_some()) {
             if gw.config.directory.mode == Mode::Exact {
-                checks.entry(u.id()).or_default().after_poll(&gw, u);
+                checks.entry(e.id()).or_default().after_poll(&gw, e);
             }
         }
     }
@@ -116,11 +118,9 @@ struct Counters {
 const MISMATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl FeedCheck {
-    fn after_poll(&mut self, gw: &Gateway, up: &Upstream) {
-        let Some(inst) = gw.dispatcher.instance(up.id()) else {
-            return;
-        };
-        let c = &inst.counters;
+    fn after_poll(&mut self, gw: &Gateway, e: &Engine) {
+        let up = e.ext();
+        let c = &e.counters;
         let now = Counters {
             queries: up.engine.prefix_cache_queries.load(Ordering::Relaxed),
             hits: up.engine.prefix_cache_hits.load(Ordering::Relaxed),

@@ -21,7 +21,7 @@ use crate::body::{BodyTimeout, ProxyBody, TrackedBody};
 use crate::error::{error_response, json_response, request_error_response};
 use crate::gateway::Gateway;
 use crate::request::{parse_request, ApiKind, RequestError};
-use crate::upstream::Upstream;
+use crate::upstream::{Engine, Upstream};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -67,7 +67,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// A failed attempt's response, kept in case no other instance is left.
 struct Held {
     response: Response<Incoming>,
-    upstream: Arc<Upstream>,
+    upstream: Arc<Engine>,
     decision: Decision,
 }
 
@@ -310,16 +310,12 @@ impl Gateway {
             if attempt > 0 {
                 self.metrics.retry();
             }
-            let Some(up) = self.upstream(decision.instance) else {
-                guard.finish(Outcome::Failed);
-                tried.push(decision.instance);
-                continue;
-            };
+            let entry = Arc::clone(guard.entry());
+            let up = entry.ext();
             let headers = fwd_headers
                 .take()
                 .unwrap_or_else(|| forward_headers(&parts.headers, &request_id));
-            let upstream_req = match build_request(&up, Method::POST, path, headers, bytes.clone())
-            {
+            let upstream_req = match build_request(up, Method::POST, path, headers, bytes.clone()) {
                 Ok(r) => r,
                 Err(e) => {
                     guard.finish(Outcome::Failed);
@@ -334,7 +330,7 @@ impl Gateway {
                 Err(_elapsed) => {
                     // Not retried: the engine may still be working on it.
                     guard.finish(Outcome::Failed);
-                    self.request_failed(&up);
+                    self.request_failed(&entry);
                     self.metrics.error("timeout");
                     tracing::warn!(request = rid, instance = %up.name(), "timed out waiting for the engine's response");
                     return error_response(
@@ -346,13 +342,13 @@ impl Gateway {
                 }
                 Ok(Err(e)) => {
                     guard.finish(Outcome::Failed);
-                    self.request_failed(&up);
+                    self.request_failed(&entry);
                     let connect = e.is_connect();
                     self.metrics
                         .error(if connect { "connect" } else { "upstream" });
                     tracing::warn!(request = rid, instance = %up.name(), error = %error_chain(&e), attempt, "upstream request failed");
                     if connect {
-                        self.suspect(&up);
+                        self.suspect(&entry);
                     }
                     last_error = Some(error_chain(&e));
                     tried.push(decision.instance);
@@ -362,7 +358,7 @@ impl Gateway {
             };
             let status = resp.status();
             if status.is_server_error() {
-                self.request_failed(&up);
+                self.request_failed(&entry);
             }
             let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
             if retryable && attempt + 1 < attempts {
@@ -372,7 +368,7 @@ impl Gateway {
                 tried.push(decision.instance);
                 held = Some(Held {
                     response: resp,
-                    upstream: up,
+                    upstream: Arc::clone(&entry),
                     decision,
                 });
                 continue;
@@ -390,12 +386,12 @@ impl Gateway {
             let first = if sse {
                 match first_data(&mut body, self.timeouts.first_byte).await {
                     Ok(first) => {
-                        self.request_succeeded(&up);
+                        self.request_succeeded(&entry);
                         first
                     }
                     Err(why) => {
                         guard.finish(Outcome::Failed);
-                        self.request_failed(&up);
+                        self.request_failed(&entry);
                         self.metrics.error("first_byte");
                         tracing::warn!(request = rid, instance = %up.name(), attempt, reason = %why, "no first token from the engine; trying another instance");
                         last_error = Some(why);
@@ -405,7 +401,7 @@ impl Gateway {
                 }
             } else {
                 if !status.is_server_error() {
-                    self.request_succeeded(&up);
+                    self.request_succeeded(&entry);
                 }
                 None
             };
@@ -424,7 +420,7 @@ impl Gateway {
                 Arc::clone(&self.metrics),
             );
             let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
-            self.decorate(out.headers_mut(), &up, &decision, &route_req, request_id);
+            self.decorate(out.headers_mut(), up, &decision, &route_req, request_id);
             return out;
         }
         if let Some(h) = held {
@@ -435,7 +431,7 @@ impl Gateway {
             let mut out = Response::from_parts(parts, ProxyBody::Plain(body));
             self.decorate(
                 out.headers_mut(),
-                &h.upstream,
+                h.upstream.ext(),
                 &h.decision,
                 &route_req,
                 request_id,
@@ -506,7 +502,7 @@ impl Gateway {
                     .then(|| e[self.round_robin.fetch_add(1, Ordering::Relaxed) % e.len()])
             })
         });
-        let Some(up) = target.and_then(|id| self.upstream(id)) else {
+        let Some(entry) = target.and_then(|id| self.engine(id)) else {
             self.metrics.error("no_instance");
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -515,6 +511,7 @@ impl Gateway {
                 "no_instance",
             );
         };
+        let up = entry.ext();
         let (parts, body) = req.into_parts();
         let (bytes, _hold) = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -527,7 +524,7 @@ impl Gateway {
             .unwrap_or_else(|| HeaderValue::from_static("kvr-passthrough"));
         let headers = forward_headers(&parts.headers, &request_id);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let upstream_req = match build_request(&up, parts.method.clone(), path, headers, bytes) {
+        let upstream_req = match build_request(up, parts.method.clone(), path, headers, bytes) {
             Ok(r) => r,
             Err(e) => {
                 return error_response(
@@ -555,7 +552,7 @@ impl Gateway {
                 self.metrics
                     .error(if connect { "connect" } else { "upstream" });
                 if connect {
-                    self.suspect(&up);
+                    self.suspect(&entry);
                 }
                 error_response(
                     StatusCode::BAD_GATEWAY,

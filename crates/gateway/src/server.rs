@@ -52,7 +52,7 @@ pub async fn serve_gateway(
     };
     gateway.start();
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, admin_addr = ?admin_listener.as_ref().and_then(|l| l.local_addr().ok()), policy = gateway.config().policy.name(), instances = gateway.upstreams().len(), "router listening");
+    tracing::info!(addr = ?local, admin_addr = ?admin_listener.as_ref().and_then(|l| l.local_addr().ok()), policy = gateway.config().policy.name(), instances = gateway.engines().len(), "router listening");
     let admit = gateway.admission().clone();
     let public = if admin_listener.is_some() {
         Surface::Public

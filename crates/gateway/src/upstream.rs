@@ -1,16 +1,9 @@
-//! [`Upstream`]: the router's side of one engine — its address, health
-//! bookkeeping, KV-event and poll statistics — next to the dispatcher's
-//! [`Instance`](kvroute_routing::Instance) with the same [`InstanceId`].
-//!
-//! The list of upstreams is an `ArcSwap<Vec<Arc<Upstream>>>` indexed by
-//! instance id: the request path reads it without a lock; adding an
-//! instance (rare) copies the vector. Ids are never reused, removed
-//! instances stay in the list with `removed` set.
-//!
-//! An instance's routing state is derived from three flags, in this order:
-//! removed (admin) > draining (admin) > unhealthy (probes) > healthy.
-//! [`Upstream::effective_state`] computes it; only the gateway writes it to
-//! the dispatcher, under one lock, so probes and admin calls cannot race.
+//! [`Upstream`]: what the router keeps per engine besides its routing state —
+//! its address, KV-event endpoints and statistics, the engine's mirrored
+//! counters, probe and failure bookkeeping. It lives inside the dispatcher's
+//! one instance registry, as the `X` of [`Instance<X>`](kvroute_routing::Instance)
+//! ([`Engine`]); the instance's state (healthy, unhealthy, ejected,
+//! draining, removed) is the dispatcher's alone.
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
@@ -18,7 +11,6 @@ use kvroute_core::InstanceId;
 use kvroute_directory::Mode;
 use kvroute_kvevents::Endpoint;
 use kvroute_routing::Dispatcher;
-use kvroute_routing::InstanceState;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -192,7 +184,7 @@ impl KvStats {
     }
 
     /// Set fallback reason(s) `bits` and put the instance in predicted mode.
-    pub(crate) fn set_fallback(&self, bits: u8, d: &Dispatcher, id: InstanceId) {
+    pub(crate) fn set_fallback<X>(&self, bits: u8, d: &Dispatcher<X>, id: InstanceId) {
         let before = self.fallback.fetch_or(bits, Ordering::AcqRel);
         if before == 0 {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +195,7 @@ impl KvStats {
     }
 
     /// Clear fallback reason(s) `bits`; back to exact mode if none is left.
-    pub(crate) fn clear_fallback(&self, bits: u8, d: &Dispatcher, id: InstanceId) {
+    pub(crate) fn clear_fallback<X>(&self, bits: u8, d: &Dispatcher<X>, id: InstanceId) {
         let after = self.fallback.fetch_and(!bits, Ordering::AcqRel) & !bits;
         if after == 0 && d.directory().mode(id) != Mode::Exact {
             d.set_directory_mode(id, Mode::Exact);
@@ -228,7 +220,11 @@ pub struct EngineMirror {
     pub polls_failed: AtomicU64,
 }
 
-/// One engine as the router knows it.
+/// One engine in the router's registry: its routing state and load (the
+/// dispatcher's) and its [`Upstream`] (`entry.ext()`).
+pub type Engine = kvroute_routing::Instance<Upstream>;
+
+/// What the router keeps per engine besides its routing state.
 pub struct Upstream {
     id: InstanceId,
     url: BaseUrl,
@@ -236,24 +232,17 @@ pub struct Upstream {
     header: HeaderValue,
     kv_events: Option<Endpoint>,
     replay: Option<String>,
-    /// Admin: removed for good.
-    pub(crate) removed: AtomicBool,
-    /// Admin: draining.
-    pub(crate) draining: AtomicBool,
-    /// Probes: failing (or not probed yet).
-    pub(crate) unhealthy: AtomicBool,
-    /// Outlier ejection: out until `ejected_until` and a successful probe.
-    pub(crate) ejected: AtomicBool,
-    ejected_until: Mutex<Option<std::time::Instant>>,
-    /// Ejections so far (each doubles the next one's length).
-    pub(crate) ejections: AtomicU32,
-    /// Consecutive failed requests.
-    pub(crate) request_failures: AtomicU32,
     /// Consecutive failures (probes and connection errors).
     pub(crate) failures: AtomicU32,
     /// Probes sent / failed.
     pub(crate) probes: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
+    /// Outlier ejection: out until this instant and a successful probe.
+    ejected_until: Mutex<Option<std::time::Instant>>,
+    /// Ejections so far (each doubles the next one's length).
+    pub(crate) ejections: AtomicU32,
+    /// Consecutive failed requests.
+    pub(crate) request_failures: AtomicU32,
     /// KV events.
     pub kv: KvStats,
     /// Engine metrics.
@@ -291,16 +280,12 @@ impl Upstream {
             header,
             kv_events,
             replay,
-            removed: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            unhealthy: AtomicBool::new(false),
-            ejected: AtomicBool::new(false),
-            ejected_until: Mutex::new(None),
-            ejections: AtomicU32::new(0),
-            request_failures: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
+            ejected_until: Mutex::new(None),
+            ejections: AtomicU32::new(0),
+            request_failures: AtomicU32::new(0),
             kv: KvStats::default(),
             engine: EngineMirror::default(),
             tasks: Mutex::new(Vec::new()),
@@ -338,24 +323,6 @@ impl Upstream {
         self.replay.as_deref()
     }
 
-    /// Whether it was removed.
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Acquire)
-    }
-
-    /// The state its flags call for.
-    pub fn effective_state(&self) -> InstanceState {
-        if self.removed.load(Ordering::Acquire) {
-            InstanceState::Removed
-        } else if self.draining.load(Ordering::Acquire) {
-            InstanceState::Draining
-        } else if self.unhealthy.load(Ordering::Acquire) || self.ejected.load(Ordering::Acquire) {
-            InstanceState::Unhealthy
-        } else {
-            InstanceState::Healthy
-        }
-    }
-
     /// Consecutive failures so far.
     pub fn consecutive_failures(&self) -> u32 {
         self.failures.load(Ordering::Acquire)
@@ -366,11 +333,6 @@ impl Upstream {
         self.probes.load(Ordering::Relaxed)
     }
 
-    /// Whether it is ejected for failing requests.
-    pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Acquire)
-    }
-
     /// Times it was ejected.
     pub fn ejections(&self) -> u32 {
         self.ejections.load(Ordering::Acquire)
@@ -378,7 +340,6 @@ impl Upstream {
 
     pub(crate) fn eject_for(&self, d: std::time::Duration) {
         *self.ejected_until.lock() = Some(std::time::Instant::now() + d);
-        self.ejected.store(true, Ordering::Release);
     }
 
     /// Whether its ejection (if any) has run its time.
@@ -416,22 +377,5 @@ mod tests {
         assert!(BaseUrl::parse("h:1").is_err());
         assert!(BaseUrl::parse("http://h:1/?q").is_err());
         assert!(BaseUrl::parse("").is_err());
-    }
-
-    #[test]
-    fn state_precedence() {
-        let u = Upstream::new(
-            InstanceId(0),
-            BaseUrl::parse("http://a:1").unwrap(),
-            None,
-            None,
-        );
-        assert_eq!(u.effective_state(), InstanceState::Healthy);
-        u.unhealthy.store(true, Ordering::Release);
-        assert_eq!(u.effective_state(), InstanceState::Unhealthy);
-        u.draining.store(true, Ordering::Release);
-        assert_eq!(u.effective_state(), InstanceState::Draining);
-        u.removed.store(true, Ordering::Release);
-        assert_eq!(u.effective_state(), InstanceState::Removed);
     }
 }

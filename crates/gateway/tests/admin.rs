@@ -229,18 +229,18 @@ async fn models_health_metrics_and_other_paths() {
     assert_eq!(page.status, 200);
     let text = page.text();
     for needle in [
-        "kvroute_requests_total{instance=\"",
+        "kvroute_requests_total{worker=\"",
         "outcome=\"finished\"} 1",
         "kvroute_route_decision_seconds_bucket",
-        "kvroute_routed_requests_total{instance=",
+        "kvroute_routed_requests_total{worker=",
         "kvroute_route_decisions_total{reason=\"cache_miss\"} 1",
-        "kvroute_inflight_requests{instance=",
-        "kvroute_instance_state{instance=",
-        "kvroute_directory_mode{instance=",
-        "kvroute_directory_blocks{instance=",
-        "kvroute_predicted_cached_tokens_total{instance=",
-        "kvroute_engine_prefix_cache_hits_total{instance=",
-        "kvroute_kv_event_gaps_total{instance=",
+        "kvroute_inflight_requests{worker=",
+        "kvroute_instance_state{worker=",
+        "kvroute_directory_mode{worker=",
+        "kvroute_directory_blocks{worker=",
+        "kvroute_predicted_cached_tokens_total{worker=",
+        "kvroute_engine_prefix_cache_hits_total{worker=",
+        "kvroute_kv_event_gaps_total{worker=",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
@@ -314,7 +314,8 @@ async fn engine_metrics_are_polled_into_the_dispatcher() {
     let i = r.gw.dispatcher().instance(InstanceId(0)).unwrap();
     assert_eq!(i.gauges().waiting, 2);
     assert!((i.gauges().kv_usage - 0.25).abs() < 1e-9);
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(up.engine.prefix_cache_hits.load(Relaxed), 640);
     assert_eq!(up.engine.prefix_cache_queries.load(Relaxed), 1000);

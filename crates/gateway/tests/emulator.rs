@@ -61,13 +61,13 @@ async fn exact_mode_predictions_equal_the_engines_cache_hits() {
         running.push(spawn_on(ec, *http).await.unwrap());
     }
     r.eventually(5.0, "engines connected to the KV sockets", |r| {
-        r.gw.upstreams().iter().all(|u| u.kv.connected())
+        r.gw.engines().iter().all(|u| u.ext().kv.connected())
     })
     .await;
     r.eventually(5.0, "engine cache config polled", |r| {
-        r.gw.upstreams()
+        r.gw.engines()
             .iter()
-            .all(|u| u.engine.block_size.load(Relaxed) as usize == block_size)
+            .all(|u| u.ext().engine.block_size.load(Relaxed) as usize == block_size)
     })
     .await;
 
@@ -131,13 +131,15 @@ async fn exact_mode_predictions_equal_the_engines_cache_hits() {
         messages.push(ChatMessage::assistant(reply));
     }
     let id = r.gw.find(home.as_deref().unwrap()).unwrap();
-    let up = r.gw.upstream(id).unwrap();
+    let entry = r.gw.engine(id).unwrap();
+    let up = entry.ext();
     assert!(up.kv.batches.load(Relaxed) > 0);
     assert_eq!(up.kv.gaps.load(Relaxed), 0);
     assert_eq!(r.gw.dispatcher().directory().mode(id), Mode::Exact);
     r.eventually(5.0, "engine hits mirrored", |r| {
-        r.gw.upstream(id)
+        r.gw.engine(id)
             .unwrap()
+            .ext()
             .engine
             .prefix_cache_hits
             .load(Relaxed)

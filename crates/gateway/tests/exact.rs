@@ -120,13 +120,14 @@ async fn kv_events_decide_the_predicted_cached_tokens() {
         .await;
     let ans = post(&c, &r.url("/v1/completions"), &token_prompt(&tokens)).await;
     assert_eq!(ans.header("x-kvroute-cached-tokens"), "8");
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     assert!(up.kv.batches.load(Relaxed) >= 2);
     assert_eq!(up.kv.gaps.load(Relaxed), 0);
     assert!(up.kv.connected());
     let page = r.gw.metrics().render();
     assert!(
-        page.contains("kvroute_kv_event_lag_seconds_count{instance="),
+        page.contains("kvroute_kv_event_lag_seconds_count{worker="),
         "{page}"
     );
     r.shutdown().await;
@@ -167,7 +168,8 @@ async fn a_sequence_gap_falls_back_to_predicted_then_recovers() {
     );
     let port = free_port();
     let r = router(exact_config(&a, &b, port)).await;
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     let mut p = RawPub::connect(port).await;
     let mut seq = 0i64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -266,7 +268,8 @@ async fn a_gap_is_filled_from_the_replay_socket() {
     }
     cfg.instances[0].replay = Some(format!("tcp://{}", source.replay_addr().unwrap()));
     let r = router(cfg).await;
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     let mut p = RawPub::connect(port).await;
     let mut seq = 0i64;
     while up.kv.batches.load(Relaxed) == 0 {

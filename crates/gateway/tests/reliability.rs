@@ -100,8 +100,12 @@ async fn r2_a_hung_engine_is_left_for_another_then_ejected() {
         assert_eq!(ans.header("x-kvroute-instance"), b.url());
         assert!(ans.text().ends_with("data: [DONE]\n\n"));
     }
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
-    assert!(up.is_ejected(), "three first-token timeouts eject it");
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
+    assert!(
+        entry.health().has(kvroute_routing::Health::EJECTED),
+        "three first-token timeouts eject it"
+    );
     assert_eq!(r.gw.metrics().errors("first_byte"), 3);
     assert_eq!(r.total_inflight(), 0);
     // Its /health answers, yet it stays out for the ejection's length.
@@ -272,7 +276,8 @@ async fn r5_kv_ports_survive_hostile_frames_and_forged_publishers() {
     );
     let port = free_port();
     let r = router(exact(&a, &b, port)).await;
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
 
     // The reported crash: a greeting, then a frame announcing 2^45 bytes.
     let mut crash = vec![0xff];
@@ -418,7 +423,8 @@ async fn r6_an_engine_that_publishes_nothing_is_found_silent() {
     let engines = emulated(&[port], None).await;
     r.eventually(10.0, "probed healthy", |r| r.gw.healthy_count() == 1)
         .await;
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     let c = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut i = 0;
@@ -453,11 +459,12 @@ async fn r7_hashes_that_never_match_the_engines_fall_back_to_predicted() {
     cfg.hashing.seed = "not-the-engines-seed".into();
     let r = router(cfg).await;
     let engines = emulated(&[port], Some(&[kv])).await;
-    r.eventually(10.0, "publisher connected", |r| {
-        r.gw.upstream(InstanceId(0)).unwrap().kv.connected()
+    r.eventually(10.0, "publisher connected and probed healthy", |r| {
+        r.gw.engine(InstanceId(0)).unwrap().ext().kv.connected() && r.gw.healthy_count() == 1
     })
     .await;
-    let up = r.gw.upstream(InstanceId(0)).unwrap();
+    let entry = r.gw.engine(InstanceId(0)).unwrap();
+    let up = entry.ext();
     let c = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while up.kv.fallback_reasons() & FeedFallback::MISMATCH == 0 {
@@ -491,9 +498,12 @@ async fn r8_a_restarted_router_hears_the_engines_again() {
     let engines = emulated(&[port], Some(&[kv])).await;
     for round in 0..2 {
         let r = router(exact_on(&[port], &[kv])).await;
-        let up = r.gw.upstream(InstanceId(0)).unwrap();
-        r.eventually(10.0, "publisher connected", |_| up.kv.connected())
-            .await;
+        let entry = r.gw.engine(InstanceId(0)).unwrap();
+        let up = entry.ext();
+        r.eventually(10.0, "publisher connected and probed healthy", |r| {
+            up.kv.connected() && r.gw.healthy_count() == 1
+        })
+        .await;
         let c = client();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut i = 0;

@@ -16,7 +16,7 @@
 //! `PendingRequests` pattern). The live router and the simulator both route
 //! through this type, so their accounting cannot drift apart.
 
-use crate::instance::{EngineGauges, Instance, InstanceState, InstanceTable};
+use crate::instance::{EngineGauges, Health, Instance, InstanceState, InstanceTable};
 use kvroute_core::{
     BlockHash, Clock, ClusterView, Completion, Decision, InstanceId, InstanceLoad, Nanos, Outcome,
     Overlap, PickError, Policy, RouteRequest,
@@ -28,26 +28,62 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Routes requests with one policy over one instance table and directory.
+///
+/// The table is the one registry of instances: their state, load and
+/// counters, plus an `X` per instance that the owner keeps there (the live
+/// router's addresses and feed statistics; nothing in the simulator).
 #[derive(Debug)]
-pub struct Dispatcher {
+pub struct Dispatcher<X = ()> {
     policy: Arc<dyn Policy>,
     directory: Arc<Directory>,
     clock: Arc<dyn Clock>,
-    table: RwLock<InstanceTable>,
+    table: RwLock<InstanceTable<X>>,
 }
 
 /// A routing decision and the guard that accounts for the request until it ends.
 #[derive(Debug)]
-pub struct Routed {
+pub struct Routed<X = ()> {
     /// What the policy decided (with `cached_blocks` filled from the directory).
     pub decision: Decision,
     /// Ends the request's accounting when finished or dropped.
-    pub guard: InflightGuard,
+    pub guard: InflightGuard<X>,
 }
 
-impl Dispatcher {
+/// What a state change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: InstanceState,
+    /// The state after.
+    pub to: InstanceState,
+}
+
+impl Transition {
+    /// Whether the state changed.
+    pub fn changed(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+impl Dispatcher<()> {
     /// A dispatcher with no instances yet.
     pub fn new(policy: Box<dyn Policy>, directory: Arc<Directory>, clock: Arc<dyn Clock>) -> Self {
+        Dispatcher::with_ext(policy, directory, clock)
+    }
+
+    /// Add an instance (healthy) and return its id. Ids are never reused.
+    pub fn add_instance(&self, name: impl Into<String>) -> InstanceId {
+        self.add(name, Health::OK, |_| ())
+    }
+}
+
+impl<X> Dispatcher<X> {
+    /// A dispatcher whose instances carry an `X` each.
+    pub fn with_ext(
+        policy: Box<dyn Policy>,
+        directory: Arc<Directory>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Dispatcher {
             policy: Arc::from(policy),
             directory,
@@ -71,31 +107,75 @@ impl Dispatcher {
         &self.clock
     }
 
-    /// Add an instance (healthy) and return its id. Ids are never reused.
-    pub fn add_instance(&self, name: impl Into<String>) -> InstanceId {
+    /// Add an instance with `health` and an `X` made from its id; ids are
+    /// never reused.
+    pub fn add(
+        &self,
+        name: impl Into<String>,
+        health: Health,
+        ext: impl FnOnce(InstanceId) -> X,
+    ) -> InstanceId {
         let mut t = self.table.write();
         let id = InstanceId(t.all.len() as u32);
-        t.all.push(Arc::new(Instance::new(id, name.into())));
+        t.all
+            .push(Arc::new(Instance::new(id, name.into(), health, ext(id))));
         t.refresh_eligible();
         id
     }
 
-    /// Change an instance's state. Removing it also clears its directory entries.
-    pub fn set_state(&self, id: InstanceId, state: InstanceState) -> bool {
+    /// Apply `f` to `id` under the table lock and refresh who is eligible.
+    /// `None` for an unknown or removed instance (removal is final).
+    fn change(&self, id: InstanceId, f: impl FnOnce(&Instance<X>)) -> Option<Transition> {
         let mut t = self.table.write();
-        let Some(inst) = t.get(id) else {
-            return false;
-        };
-        if inst.state() == InstanceState::Removed {
-            return false;
+        let inst = t.get(id)?;
+        if inst.is_removed() {
+            return None;
         }
-        inst.set_state(state);
+        let from = inst.state();
+        f(inst);
+        let to = inst.state();
         t.refresh_eligible();
-        drop(t);
-        if state == InstanceState::Removed {
-            self.directory.clear(self.clock.now(), id);
-        }
-        true
+        Some(Transition { from, to })
+    }
+
+    /// Drain `id` (no new requests; in-flight ones finish) or put it back.
+    pub fn set_draining(&self, id: InstanceId, draining: bool) -> Option<Transition> {
+        use crate::instance::{ACTIVE, DRAINING};
+        self.change(id, |i| {
+            i.set_admin(if draining { DRAINING } else { ACTIVE })
+        })
+    }
+
+    /// Remove `id` for good; its directory entries are cleared.
+    pub fn remove(&self, id: InstanceId) -> Option<Transition> {
+        let t = self.change(id, |i| i.set_admin(crate::instance::REMOVED))?;
+        self.directory.clear(self.clock.now(), id);
+        Some(t)
+    }
+
+    /// Set or clear a [`Health`] reason (`Health::FAILING`, `Health::EJECTED`).
+    pub fn set_health(&self, id: InstanceId, reason: u8, on: bool) -> Option<Transition> {
+        self.change(id, |i| {
+            i.set_health_bits(reason, on);
+        })
+    }
+
+    /// Change an instance's state directly (tests, simulations): `Healthy`
+    /// clears every health reason, `Unhealthy` sets `FAILING`.
+    pub fn set_state(&self, id: InstanceId, state: InstanceState) -> bool {
+        let t = match state {
+            InstanceState::Removed => self.remove(id),
+            InstanceState::Draining => self.set_draining(id, true),
+            InstanceState::Unhealthy => self.change(id, |i| {
+                i.set_admin(crate::instance::ACTIVE);
+                i.set_health_bits(Health::FAILING, true);
+            }),
+            InstanceState::Healthy => self.change(id, |i| {
+                i.set_admin(crate::instance::ACTIVE);
+                i.set_health_bits(Health::FAILING | Health::EJECTED, false);
+            }),
+        };
+        t.is_some()
     }
 
     /// Record the engine's gauges for `id` (from a metrics poll).
@@ -106,17 +186,22 @@ impl Dispatcher {
     }
 
     /// Run `f` over the instance table (metrics, admin API).
-    pub fn with_table<R>(&self, f: impl FnOnce(&InstanceTable) -> R) -> R {
+    pub fn with_table<R>(&self, f: impl FnOnce(&InstanceTable<X>) -> R) -> R {
         f(&self.table.read())
     }
 
     /// An instance by id.
-    pub fn instance(&self, id: InstanceId) -> Option<Arc<Instance>> {
+    pub fn instance(&self, id: InstanceId) -> Option<Arc<Instance<X>>> {
         self.table.read().get(id).cloned()
     }
 
+    /// Every instance ever added (removed ones included), by id.
+    pub fn instances(&self) -> Vec<Arc<Instance<X>>> {
+        self.table.read().all.clone()
+    }
+
     /// Route `req` among all eligible instances.
-    pub fn route(&self, req: &RouteRequest) -> Result<Routed, PickError> {
+    pub fn route(&self, req: &RouteRequest) -> Result<Routed<X>, PickError> {
         self.route_excluding(req, &[])
     }
 
@@ -125,7 +210,7 @@ impl Dispatcher {
         &self,
         req: &RouteRequest,
         exclude: &[InstanceId],
-    ) -> Result<Routed, PickError> {
+    ) -> Result<Routed<X>, PickError> {
         let now = self.clock.now();
         let table = self.table.read();
         let filtered: Vec<InstanceId>;
@@ -204,10 +289,10 @@ impl Dispatcher {
 
 /// The request's share of an instance's load, released exactly once.
 #[derive(Debug)]
-pub struct InflightGuard {
+pub struct InflightGuard<X = ()> {
     policy: Arc<dyn Policy>,
     directory: Arc<Directory>,
-    instance: Arc<Instance>,
+    instance: Arc<Instance<X>>,
     request: kvroute_core::RequestId,
     pending_prefill: u64,
     /// Blocks this routing added to the instance's predicted entries; taken
@@ -217,10 +302,15 @@ pub struct InflightGuard {
     ended: bool,
 }
 
-impl InflightGuard {
+impl<X> InflightGuard<X> {
     /// The instance the request went to.
     pub fn instance(&self) -> InstanceId {
         self.instance.id()
+    }
+
+    /// The instance's entry.
+    pub fn entry(&self) -> &Arc<Instance<X>> {
+        &self.instance
     }
 
     /// The first token arrived: the prompt's prefill is no longer pending
@@ -264,15 +354,15 @@ impl InflightGuard {
     }
 }
 
-impl Drop for InflightGuard {
+impl<X> Drop for InflightGuard<X> {
     fn drop(&mut self) {
         self.end(Outcome::Cancelled);
     }
 }
 
 /// The [`ClusterView`] a policy sees during one decision.
-struct View<'a> {
-    table: &'a InstanceTable,
+struct View<'a, X> {
+    table: &'a InstanceTable<X>,
     eligible: &'a [InstanceId],
     directory: &'a Directory,
     now: Nanos,
@@ -280,14 +370,14 @@ struct View<'a> {
     prompt_overlap: OnceCell<Overlap>,
 }
 
-impl View<'_> {
+impl<X> View<'_, X> {
     fn prompt_overlap(&self) -> &Overlap {
         self.prompt_overlap
             .get_or_init(|| self.directory.overlap(self.now, self.prompt))
     }
 }
 
-impl ClusterView for View<'_> {
+impl<X> ClusterView for View<'_, X> {
     fn instances(&self) -> &[InstanceId] {
         self.eligible
     }

@@ -22,17 +22,6 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
-    fn from_u8(v: u8) -> InstanceState {
-        match v {
-            0 => InstanceState::Healthy,
-            1 => InstanceState::Unhealthy,
-            2 => InstanceState::Draining,
-            _ => InstanceState::Removed,
-        }
-    }
-    fn as_u8(self) -> u8 {
-        self as u8
-    }
     /// Snake-case label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,12 +63,55 @@ pub struct InstanceCounters {
     pub predicted_cached_tokens: AtomicU64,
 }
 
-/// One instance.
+/// Why an instance is out of rotation besides the admin's say, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health(u8);
+
+impl Health {
+    /// Taking requests as far as health goes.
+    pub const OK: Health = Health(0);
+    /// Health probes fail (or none has succeeded yet).
+    pub const FAILING: u8 = 1;
+    /// Ejected for failing requests (outlier detection).
+    pub const EJECTED: u8 = 2;
+
+    /// Health with these reason bits set.
+    pub fn with(bits: u8) -> Health {
+        Health(bits)
+    }
+
+    /// Whether any reason is set.
+    pub fn is_ok(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether `bit` is set.
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+pub(crate) const ACTIVE: u8 = 0;
+pub(crate) const DRAINING: u8 = 1;
+pub(crate) const REMOVED: u8 = 2;
+
+/// One instance: its lifecycle (the admin's say and its health), the
+/// engine's last reported gauges, the router's own always-fresh counts, and
+/// `ext`, whatever the owner of the dispatcher keeps per instance (the live
+/// router: its address, connection and feed statistics; the simulator:
+/// nothing).
+///
+/// The state is derived, in this order: removed (admin) > draining (admin) >
+/// unhealthy (failing probes or ejected) > healthy. Only the [`Dispatcher`]
+/// changes it, under its table lock, so probes and admin calls cannot race.
+///
+/// [`Dispatcher`]: crate::Dispatcher
 #[derive(Debug)]
-pub struct Instance {
+pub struct Instance<X = ()> {
     id: InstanceId,
     name: String,
-    state: AtomicU8,
+    admin: AtomicU8,
+    health: AtomicU8,
     inflight: AtomicU32,
     pending_prefill: AtomicU64,
     /// Engine gauges, one atomic each: a reader may see fields from two
@@ -90,14 +122,16 @@ pub struct Instance {
     observed_at: AtomicU64,
     /// Totals.
     pub counters: InstanceCounters,
+    ext: X,
 }
 
-impl Instance {
-    pub(crate) fn new(id: InstanceId, name: String) -> Instance {
+impl<X> Instance<X> {
+    pub(crate) fn new(id: InstanceId, name: String, health: Health, ext: X) -> Instance<X> {
         Instance {
             id,
             name,
-            state: AtomicU8::new(InstanceState::Healthy.as_u8()),
+            admin: AtomicU8::new(ACTIVE),
+            health: AtomicU8::new(health.0),
             inflight: AtomicU32::new(0),
             pending_prefill: AtomicU64::new(0),
             running: AtomicU32::new(0),
@@ -105,6 +139,7 @@ impl Instance {
             kv_usage_bits: AtomicU64::new(0f64.to_bits()),
             observed_at: AtomicU64::new(0),
             counters: InstanceCounters::default(),
+            ext,
         }
     }
 
@@ -118,13 +153,48 @@ impl Instance {
         &self.name
     }
 
-    /// Its state.
-    pub fn state(&self) -> InstanceState {
-        InstanceState::from_u8(self.state.load(Ordering::Acquire))
+    /// What the dispatcher's owner keeps for it.
+    pub fn ext(&self) -> &X {
+        &self.ext
     }
 
-    pub(crate) fn set_state(&self, s: InstanceState) {
-        self.state.store(s.as_u8(), Ordering::Release);
+    /// Its state.
+    pub fn state(&self) -> InstanceState {
+        match self.admin.load(Ordering::Acquire) {
+            REMOVED => InstanceState::Removed,
+            DRAINING => InstanceState::Draining,
+            _ if self.health.load(Ordering::Acquire) != 0 => InstanceState::Unhealthy,
+            _ => InstanceState::Healthy,
+        }
+    }
+
+    /// Its health reasons.
+    pub fn health(&self) -> Health {
+        Health(self.health.load(Ordering::Acquire))
+    }
+
+    /// Whether it was removed (for good).
+    pub fn is_removed(&self) -> bool {
+        self.admin.load(Ordering::Acquire) == REMOVED
+    }
+
+    /// Whether the admin drains it.
+    pub fn is_draining(&self) -> bool {
+        self.admin.load(Ordering::Acquire) == DRAINING
+    }
+
+    pub(crate) fn set_admin(&self, v: u8) {
+        self.admin.store(v, Ordering::Release);
+    }
+
+    /// Set or clear health bit(s); whether anything changed.
+    pub(crate) fn set_health_bits(&self, bits: u8, on: bool) -> bool {
+        let old = if on {
+            self.health.fetch_or(bits, Ordering::AcqRel)
+        } else {
+            self.health.fetch_and(!bits, Ordering::AcqRel)
+        };
+        (old & bits != 0) != on
     }
 
     /// Requests in flight from this router.
@@ -185,13 +255,22 @@ impl Instance {
 }
 
 /// All instances, and the ones that may take requests.
-#[derive(Debug, Default)]
-pub struct InstanceTable {
-    pub(crate) all: Vec<Arc<Instance>>,
+#[derive(Debug)]
+pub struct InstanceTable<X = ()> {
+    pub(crate) all: Vec<Arc<Instance<X>>>,
     pub(crate) eligible: Vec<InstanceId>,
 }
 
-impl InstanceTable {
+impl<X> Default for InstanceTable<X> {
+    fn default() -> Self {
+        InstanceTable {
+            all: Vec::new(),
+            eligible: Vec::new(),
+        }
+    }
+}
+
+impl<X> InstanceTable<X> {
     pub(crate) fn refresh_eligible(&mut self) {
         self.eligible = self
             .all
@@ -202,12 +281,12 @@ impl InstanceTable {
     }
 
     /// An instance by id.
-    pub fn get(&self, id: InstanceId) -> Option<&Arc<Instance>> {
+    pub fn get(&self, id: InstanceId) -> Option<&Arc<Instance<X>>> {
         self.all.get(id.index())
     }
 
     /// Every instance ever added, by id.
-    pub fn all(&self) -> &[Arc<Instance>] {
+    pub fn all(&self) -> &[Arc<Instance<X>>] {
         &self.all
     }
 

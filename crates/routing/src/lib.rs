@@ -43,8 +43,10 @@ assert_eq!(d.instance(a).unwrap().inflight() + d.instance(_b).unwrap().inflight(
 
 #![deny(missing_docs)]
 
-pub use crate::dispatcher::{Dispatcher, InflightGuard, Routed};
-pub use crate::instance::{EngineGauges, Instance, InstanceCounters, InstanceState, InstanceTable};
+pub use crate::dispatcher::{Dispatcher, InflightGuard, Routed, Transition};
+pub use crate::instance::{
+    EngineGauges, Health, Instance, InstanceCounters, InstanceState, InstanceTable,
+};
 
 mod dispatcher;
 mod instance;
