@@ -196,19 +196,81 @@ impl BlockHasher {
         mut f: impl FnMut(usize, ChainDigest),
     ) {
         let mut prev = parent.unwrap_or(self.root);
-        let mut buf = Vec::with_capacity(48 + self.block_size * 5);
-        for (i, block) in tokens.chunks_exact(self.block_size).enumerate() {
-            let d = match self.algo {
-                HashAlgo::Sha256Cbor => {
-                    buf.clear();
-                    sha256_cbor_input(&mut buf, &prev, block);
-                    ChainDigest(Sha256::digest(&buf).into())
+        match self.algo {
+            HashAlgo::Sha256Cbor => {
+                // The CBOR of every block has the same layout up to the token
+                // ids: write the constant part once, then only the parent
+                // digest and the ids, each in place.
+                let mut enc = CborBlock::new(self.block_size);
+                for (i, block) in tokens.chunks_exact(self.block_size).enumerate() {
+                    let d = ChainDigest(Sha256::digest(enc.encode(&prev, block)).into());
+                    f(i, d);
+                    prev = d;
                 }
-                HashAlgo::Xxh3 => self.hash_one(&prev, block),
-            };
-            f(i, d);
-            prev = d;
+            }
+            HashAlgo::Xxh3 => {
+                for (i, block) in tokens.chunks_exact(self.block_size).enumerate() {
+                    let d = self.hash_one(&prev, block);
+                    f(i, d);
+                    prev = d;
+                }
+            }
         }
+    }
+}
+
+/// A reusable encoder of `[parent (bstr), [tokens...], null]` for blocks of
+/// one size: the tuple, byte-string and array heads are written once; each
+/// block then overwrites the parent digest and appends its ids.
+struct CborBlock {
+    buf: Vec<u8>,
+    /// Where the token ids start.
+    ids_at: usize,
+}
+
+impl CborBlock {
+    fn new(block_size: usize) -> CborBlock {
+        let mut buf = Vec::with_capacity(48 + block_size * 5);
+        cbor_head(&mut buf, 4, 3);
+        cbor_head(&mut buf, 2, 32);
+        buf.extend_from_slice(&[0; 32]);
+        cbor_head(&mut buf, 4, block_size as u64);
+        let ids_at = buf.len();
+        CborBlock { buf, ids_at }
+    }
+
+    fn encode(&mut self, parent: &ChainDigest, block: &[u32]) -> &[u8] {
+        self.buf.truncate(self.ids_at);
+        self.buf[self.ids_at - 32 - cbor_len(block.len() as u64)..][..32]
+            .copy_from_slice(&parent.0);
+        for &t in block {
+            // Token ids are below 2^32: at most a 5-byte head.
+            match t {
+                0..=23 => self.buf.push(t as u8),
+                24..=0xff => self.buf.extend_from_slice(&[0x18, t as u8]),
+                0x100..=0xffff => {
+                    let b = (t as u16).to_be_bytes();
+                    self.buf.extend_from_slice(&[0x19, b[0], b[1]]);
+                }
+                _ => {
+                    let b = t.to_be_bytes();
+                    self.buf.extend_from_slice(&[0x1a, b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+        self.buf.push(0xf6);
+        &self.buf
+    }
+}
+
+/// Bytes of a CBOR head for `arg`.
+fn cbor_len(arg: u64) -> usize {
+    match arg {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
     }
 }
 
@@ -311,6 +373,26 @@ mod tests {
             b.clear();
             cbor_head(&mut b, 0, v);
             assert_eq!(b, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_reusable_encoder_writes_what_the_plain_one_does() {
+        for bs in [1usize, 4, 16, 24, 32] {
+            let mut enc = CborBlock::new(bs);
+            for (k, parent) in [ChainDigest([7; 32]), ChainDigest([0xab; 32])]
+                .iter()
+                .enumerate()
+            {
+                let block: Vec<u32> = (0..bs as u32)
+                    .map(|i| {
+                        [0, 23, 24, 255, 256, 65535, 65536, 151_668, u32::MAX][(i as usize + k) % 9]
+                    })
+                    .collect();
+                let mut plain = Vec::new();
+                sha256_cbor_input(&mut plain, parent, &block);
+                assert_eq!(enc.encode(parent, &block), &plain[..], "block size {bs}");
+            }
         }
     }
 

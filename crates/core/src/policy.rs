@@ -24,7 +24,8 @@ pub trait ClusterView {
     fn load(&self, id: InstanceId) -> InstanceLoad;
 
     /// How many leading blocks of `hashes` each instance holds, per the cache
-    /// directory. Computed on demand: load-only policies never pay for it.
+    /// directory. Computed on demand: a policy that never calls it (and says
+    /// so through [`Policy::uses_directory`]) never pays for it.
     fn overlap(&self, hashes: &[BlockHash]) -> Overlap;
 
     /// Blocks the directory believes `id` holds in total (its cache size).
@@ -100,6 +101,13 @@ pub trait Policy: Send + Sync + fmt::Debug {
 
     /// Choose an instance for `req`. Must return one of `view.instances()`.
     fn pick(&self, req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError>;
+
+    /// Whether the policy reads the cache directory. A policy that does not
+    /// (load-only) spares the caller every directory read and write for its
+    /// decisions: no overlap is computed and routing predicts nothing.
+    fn uses_directory(&self) -> bool {
+        true
+    }
 
     /// Called once the request has been dispatched to `decision.instance`.
     fn on_routed(&self, _req: &RouteRequest, _decision: &Decision) {}

@@ -31,6 +31,10 @@ impl Policy for LeastRequest {
         "least_request"
     }
 
+    fn uses_directory(&self) -> bool {
+        false
+    }
+
     fn pick(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError> {
         let instance = argmin_from(view.instances(), self.rotor.next(), |id| {
             view.load(id).inflight

@@ -45,6 +45,10 @@ impl Policy for PowerOfTwo {
         "power_of_two"
     }
 
+    fn uses_directory(&self) -> bool {
+        false
+    }
+
     fn pick(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError> {
         let ids = view.instances();
         let (instance, reason) = match ids.len() {

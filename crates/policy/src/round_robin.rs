@@ -31,6 +31,10 @@ impl Policy for RoundRobin {
         "round_robin"
     }
 
+    fn uses_directory(&self) -> bool {
+        false
+    }
+
     fn pick(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError> {
         let ids = view.instances();
         if ids.is_empty() {

@@ -81,7 +81,10 @@ pub struct Key {
 impl Key {
     /// The routing key: the chain hash at `depth`, if the prompt has a block.
     pub fn hash(&self, hashes: &[BlockHash]) -> Option<u64> {
-        self.depth.checked_sub(1).and_then(|i| hashes.get(i)).map(|h| h.0)
+        self.depth
+            .checked_sub(1)
+            .and_then(|i| hashes.get(i))
+            .map(|h| h.0)
     }
 
     /// Matched blocks beyond the shared prefix.
@@ -169,7 +172,9 @@ impl SharedPrefix {
         // Each step goes strictly deeper, so this ends within `len` steps.
         while depth > shared {
             let h = hashes[depth - 1].0;
-            let Some(e) = st.expansions.get(&h) else { break };
+            let Some(e) = st.expansions.get(&h) else {
+                break;
+            };
             // Passing an unconfirmed expansion refines it, but its depth is
             // used only once a second prompt has been compared with it.
             passed(h);
@@ -274,7 +279,11 @@ mod tests {
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         let mut out = Vec::new();
         for i in 0..shared + own {
-            let block = if i < shared { i as u64 } else { (id << 32) | i as u64 };
+            let block = if i < shared {
+                i as u64
+            } else {
+                (id << 32) | i as u64
+            };
             h = kvroute_core::mix64(h ^ block);
             out.push(BlockHash(h));
         }
@@ -300,14 +309,32 @@ mod tests {
         }
         // Before the window fills nothing is hot: the key is the 4th block,
         // the same for everyone.
-        assert_eq!(keys[0], Key { shared: 0, depth: 4 });
+        assert_eq!(
+            keys[0],
+            Key {
+                shared: 0,
+                depth: 4
+            }
+        );
         // After: 200 blocks shared, the key 4 blocks into each prompt's own part.
         let last = keys.last().unwrap();
-        assert_eq!(*last, Key { shared: 200, depth: 204 });
+        assert_eq!(
+            *last,
+            Key {
+                shared: 200,
+                depth: 204
+            }
+        );
         let k1 = sp.key(&prompt(200, 1000, 8), 4);
         let k2 = sp.key(&prompt(200, 1001, 8), 4);
-        assert_eq!(k1.hash(&prompt(200, 1000, 8)), Some(prompt(200, 1000, 8)[203].0));
-        assert_ne!(k1.hash(&prompt(200, 1000, 8)), k2.hash(&prompt(200, 1001, 8)));
+        assert_eq!(
+            k1.hash(&prompt(200, 1000, 8)),
+            Some(prompt(200, 1000, 8)[203].0)
+        );
+        assert_ne!(
+            k1.hash(&prompt(200, 1000, 8)),
+            k2.hash(&prompt(200, 1001, 8))
+        );
         assert_eq!(k1.beyond(205), 5);
     }
 
@@ -319,14 +346,24 @@ mod tests {
         let group = |g: u64, q: u64| {
             let mut p = prompt(0, g, 100);
             let tail = p[99].0;
-            p.extend(prompt(0, 1_000_000 + q, 4).iter().map(|h| BlockHash(h.0 ^ tail)));
+            p.extend(
+                prompt(0, 1_000_000 + q, 4)
+                    .iter()
+                    .map(|h| BlockHash(h.0 ^ tail)),
+            );
             p
         };
         for i in 0..640 {
             sp.observe(&group(i % 64, i), 4);
         }
         let k = sp.key(&group(3, 9999), 4);
-        assert_eq!(k, Key { shared: 0, depth: 4 });
+        assert_eq!(
+            k,
+            Key {
+                shared: 0,
+                depth: 4
+            }
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! ```text
 //! route(req) ─▶ View{eligible, loads, directory overlap (lazy, once)} ─▶ Policy::pick
 //!            ─▶ account: in-flight += 1, pending prefill += uncached tokens,
-//!                        directory.record_routed (predicted mode), policy.on_routed
+//!                        directory.record_routed (predicted mode, policies that
+//!                        read the directory), policy.on_routed
 //!            ─▶ Routed { decision, guard }
 //! guard.first_token()  ─▶ pending prefill −= uncached tokens
 //! guard.finish(outcome) or drop(guard) ─▶ in-flight −= 1, policy.on_completed
@@ -239,7 +240,8 @@ impl<X> Dispatcher<X> {
             .filter(|_| eligible.contains(&decision.instance))
             .cloned()
             .ok_or(PickError::NoInstance)?;
-        if decision.cached_blocks == 0 && !req.block_hashes.is_empty() {
+        let uses_directory = self.policy.uses_directory();
+        if uses_directory && decision.cached_blocks == 0 && !req.block_hashes.is_empty() {
             decision.cached_blocks = view.prompt_overlap().get(decision.instance);
         }
         drop(view);
@@ -255,12 +257,14 @@ impl<X> Dispatcher<X> {
         c.predicted_cached_tokens
             .fetch_add(u64::from(cached_tokens), Ordering::Relaxed);
         let mut predicted = Vec::new();
-        self.directory.record_routed(
-            now,
-            decision.instance,
-            &req.block_hashes,
-            Some(&mut predicted),
-        );
+        if uses_directory {
+            self.directory.record_routed(
+                now,
+                decision.instance,
+                &req.block_hashes,
+                Some(&mut predicted),
+            );
+        }
         self.policy.on_routed(req, &decision);
         Ok(Routed {
             decision,

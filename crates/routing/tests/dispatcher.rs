@@ -62,10 +62,14 @@ fn second_turn_is_predicted_cached_and_charged_less() {
 }
 
 #[test]
-fn load_only_decisions_still_report_predicted_cache() {
-    let d = dispatcher("round_robin", 1);
-    let _a = d.route(&req(1, &[1, 2])).unwrap();
-    assert_eq!(d.route(&req(2, &[1, 2])).unwrap().decision.cached_blocks, 2);
+fn load_only_policies_leave_the_directory_alone() {
+    for policy in ["round_robin", "least_request", "power_of_two"] {
+        let d = dispatcher(policy, 1);
+        let _a = d.route(&req(1, &[1, 2])).unwrap();
+        let b = d.route(&req(2, &[1, 2])).unwrap();
+        assert_eq!(b.decision.cached_blocks, 0, "{policy}");
+        assert_eq!(d.directory().instance_blocks(InstanceId(0)), 0, "{policy}");
+    }
 }
 
 #[test]
