@@ -28,9 +28,8 @@ The other direction: [`VllmMetrics`] holds an emulated engine's numbers and
 [`renders`](VllmMetrics::render) them as a page that parses exactly like a
 real vLLM 0.32 page.
 
-With the `poll` feature, `fetch` GETs one page and a `Poller` polls N
-instances on an interval (Tokio + hyper); without it the crate does no I/O and
-depends on no async runtime.
+With the `poll` feature, `fetch` GETs one page (Tokio + hyper); without it
+the crate does no I/O and depends on no async runtime.
 
 ```
 use kvroute_metrics::{EngineGauges, EngineReport, Scrape, VllmHistogram, VllmMetrics};
@@ -68,7 +67,7 @@ assert_eq!(report.ttft_seconds.unwrap().count, 2.0);
   names from its `metrics/collector.py`).
 * `report`: [`EngineReport`], [`TimerStats`] — one run's engine timers.
 * `exposition`: [`VllmMetrics`] — a vLLM-compatible page writer.
-* `poll` (feature `poll`): `fetch`, `Poller`, `PollerHandle` — HTTP polling.
+* `poll` (feature `poll`): `fetch` — one page over HTTP.
 * `error`: [`MetricsError`], the one error type.
 */
 
@@ -84,9 +83,7 @@ pub use crate::exposition::{
 };
 pub use crate::histogram::Histogram;
 #[cfg(feature = "poll")]
-pub use crate::poll::{
-    fetch, http_client, HttpClient, PollResult, Poller, PollerConfig, PollerHandle, MAX_BODY_BYTES,
-};
+pub use crate::poll::{fetch, http_client, HttpClient, MAX_BODY_BYTES};
 pub use crate::report::{EngineReport, TimerStats};
 pub use crate::scrape::{Labels, Sample, SampleValue, Scrape};
 
