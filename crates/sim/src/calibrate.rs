@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn recovers_known_coefficients_from_exact_data() {
         let p = Profile::load("vllm-cpu-tiny").unwrap();
-        let truth = p.latency;
+        let truth = p.latency.clone();
         let front = Frontend {
             per_request: 0.004,
             per_prompt_token: 2e-6,

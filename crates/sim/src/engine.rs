@@ -577,6 +577,9 @@ impl Engine {
             work.add_decode(r.num_computed + 1);
         } else {
             work.add_prefill(n, r.num_computed);
+            if r.num_computed + n == r.num_tokens() {
+                work.add_sampled();
+            }
         }
     }
 }

@@ -2,10 +2,14 @@
 //! kind of instance, read from TOML (`profiles/*.toml`, or any file).
 //!
 //! Step time (seconds) for a batch with prefill chunks `(n_i new tokens after
-//! ctx_i already-computed tokens)` and decode sequences of context `L_j`:
+//! ctx_i already-computed tokens)`, decode sequences of context `L_j`, `N =
+//! Σ n_i + #decodes` tokens in the step and `S` sequences that sample a token
+//! (the decodes and the chunks that finish a prompt):
 //!
 //! ```text
 //! t = step_overhead
+//!   + forward(N)                                  (table; 0 when absent)
+//!   + lm_head_per_sampled_seq · S
 //!   + prefill_per_token       · Σ n_i
 //!   + prefill_per_attn_token  · Σ n_i · (ctx_i + (n_i + 1) / 2)
 //!   + decode_per_seq          · #decodes
@@ -15,12 +19,24 @@
 //! The attention term counts, for each new prefill token, the tokens it
 //! attends to (the cached/computed context plus the causal half of its own
 //! chunk); the decode terms are the per-sequence cost and the KV read.
+//!
+//! Two kinds of profile use this model. A CPU profile fitted to a real engine
+//! (`sim calibrate`) uses the five linear terms alone: the step's fixed cost
+//! and its cost per token. A GPU profile derived from measured operator
+//! timings (`scripts/gpu-profiles/derive.py`) adds `forward`, the measured
+//! time of the model's linear layers as a function of the tokens in the step:
+//! on a GPU it is far from linear — a step re-reads every weight whatever its
+//! size, so the first hundred or so tokens of a step are nearly free — and
+//! a line through it is off by a third at small steps. The linear terms then
+//! hold what the table does not: host time per step and per sequence,
+//! attention (per new token, per attended pair, per KV token read) and the
+//! attention kernels' floor.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Coefficients of the step-latency model, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyModel {
     /// Fixed cost of one engine step (weights read, launch, scheduling).
@@ -33,16 +49,72 @@ pub struct LatencyModel {
     pub decode_per_seq: f64,
     /// Per context token of each decoding sequence.
     pub decode_per_ctx_token: f64,
+    /// Per sequence sampling a token in the step (the LM head and sampler).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lm_head_per_sampled_seq: f64,
+    /// Time of the model's linear layers by tokens in the step, as
+    /// `[tokens, seconds]` knots in increasing order: linear between knots,
+    /// extended past the last one with the slope of the upper half of the
+    /// table. Empty: none (the linear terms carry everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<[f64; 2]>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl LatencyModel {
     /// Seconds for one step.
     pub fn step_secs(&self, w: &StepWork) -> f64 {
-        self.step_overhead
+        self.fixed_secs(w)
+            + self.step_overhead
             + self.prefill_per_token * w.prefill_tokens as f64
             + self.prefill_per_attn_token * w.prefill_attn_pairs
             + self.decode_per_seq * w.decode_seqs as f64
             + self.decode_per_ctx_token * w.decode_ctx_tokens as f64
+    }
+
+    /// The part of a step's time that is not a linear coefficient: the
+    /// forward table and the LM head (what calibration holds fixed).
+    pub fn fixed_secs(&self, w: &StepWork) -> f64 {
+        self.forward_secs(w.prefill_tokens + w.decode_seqs)
+            + self.lm_head_per_sampled_seq * w.sampled_seqs as f64
+    }
+
+    /// The forward table at `tokens` (0 without a table or without tokens).
+    pub fn forward_secs(&self, tokens: u64) -> f64 {
+        let t = &self.forward;
+        if t.is_empty() || tokens == 0 {
+            return 0.0;
+        }
+        let x = tokens as f64;
+        if x <= t[0][0] {
+            return t[0][1];
+        }
+        match t.iter().position(|k| k[0] >= x) {
+            Some(i) => {
+                let ([x0, y0], [x1, y1]) = (t[i - 1], t[i]);
+                y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            }
+            None => {
+                // Past the table: the slope over the upper half of its
+                // token range (its last knots alone are too noisy).
+                let last = t[t.len() - 1];
+                let mid = t
+                    .iter()
+                    .rev()
+                    .find(|k| k[0] <= last[0] / 2.0)
+                    .copied()
+                    .unwrap_or(t[0]);
+                let slope = if last[0] > mid[0] {
+                    (last[1] - mid[1]) / (last[0] - mid[0])
+                } else {
+                    0.0
+                };
+                last[1] + slope * (x - last[0])
+            }
+        }
     }
 
     /// The coefficients as a vector, in the order of [`StepWork::features`].
@@ -64,6 +136,16 @@ impl LatencyModel {
             prefill_per_attn_token: a[2],
             decode_per_seq: a[3],
             decode_per_ctx_token: a[4],
+            ..LatencyModel::default()
+        }
+    }
+
+    /// These linear coefficients with this model's table and LM head.
+    pub fn with_linear(&self, a: [f64; 5]) -> LatencyModel {
+        LatencyModel {
+            lm_head_per_sampled_seq: self.lm_head_per_sampled_seq,
+            forward: self.forward.clone(),
+            ..LatencyModel::from_array(a)
         }
     }
 }
@@ -99,6 +181,9 @@ pub struct StepWork {
     pub decode_seqs: u64,
     /// Σ context length of decoding sequences.
     pub decode_ctx_tokens: u64,
+    /// Sequences that sample a token this step (decodes, and prefill chunks
+    /// that finish their prompt).
+    pub sampled_seqs: u64,
 }
 
 impl StepWork {
@@ -113,6 +198,13 @@ impl StepWork {
     pub fn add_decode(&mut self, ctx: u32) {
         self.decode_seqs += 1;
         self.decode_ctx_tokens += u64::from(ctx);
+        self.sampled_seqs += 1;
+    }
+
+    /// A prefill chunk added with [`add_prefill`](Self::add_prefill) finished
+    /// its prompt: its last position samples a token.
+    pub fn add_sampled(&mut self) {
+        self.sampled_seqs += 1;
     }
 
     /// The regressors, in the order of [`LatencyModel::as_array`].
@@ -279,10 +371,30 @@ impl Profile {
                 "without chunked prefill max_num_batched_tokens must be ≥ max_model_len",
             ));
         }
-        let a = self.latency.as_array();
-        if a.iter().any(|v| !v.is_finite() || *v < 0.0) || a.iter().all(|v| *v == 0.0) {
+        let m = &self.latency;
+        let a = m.as_array();
+        if a.iter().any(|v| !v.is_finite() || *v < 0.0)
+            || (a.iter().all(|v| *v == 0.0) && m.forward.is_empty())
+        {
             return Err(bad(
                 "latency coefficients must be finite, non-negative, not all zero",
+            ));
+        }
+        if !m.lm_head_per_sampled_seq.is_finite() || m.lm_head_per_sampled_seq < 0.0 {
+            return Err(bad(
+                "lm_head_per_sampled_seq must be finite and non-negative",
+            ));
+        }
+        let knots_ok = m
+            .forward
+            .iter()
+            .all(|[x, y]| x.is_finite() && y.is_finite() && *x >= 1.0 && *y >= 0.0)
+            && m.forward
+                .windows(2)
+                .all(|w| w[1][0] > w[0][0] && w[1][1] >= w[0][1]);
+        if !knots_ok {
+            return Err(bad(
+                "forward knots must be [tokens ≥ 1, seconds ≥ 0] with tokens increasing and seconds not decreasing",
             ));
         }
         Ok(())
@@ -321,6 +433,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("parsing profile x.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_forward_table_interpolates_and_extends() {
+        let m = LatencyModel {
+            forward: vec![
+                [1.0, 0.010],
+                [128.0, 0.013],
+                [2048.0, 0.144],
+                [4096.0, 0.273],
+            ],
+            lm_head_per_sampled_seq: 0.001,
+            ..LatencyModel::default()
+        };
+        assert_eq!(m.forward_secs(0), 0.0);
+        assert_eq!(m.forward_secs(1), 0.010);
+        assert!((m.forward_secs(64) - (0.010 + 0.003 * 63.0 / 127.0)).abs() < 1e-12);
+        assert!((m.forward_secs(2048) - 0.144).abs() < 1e-12);
+        // Past the end: the slope over the upper half of the range (2048..4096).
+        let slope = (0.273 - 0.144) / (4096.0 - 2048.0);
+        assert!((m.forward_secs(8192) - (0.273 + slope * 4096.0)).abs() < 1e-12);
+        let mut w = StepWork::default();
+        w.add_prefill(127, 0);
+        w.add_sampled();
+        w.add_decode(100);
+        assert!((m.step_secs(&w) - (m.forward_secs(128) + 2.0 * 0.001)).abs() < 1e-12);
+        let mut p = Profile::load("vllm-cpu-tiny").unwrap();
+        p.latency.forward = vec![[10.0, 0.2], [5.0, 0.3]];
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("forward knots"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn profile(num_blocks: usize, block_size: u32, budget: u32) -> Profile {
         prefill_per_attn_token: 1e-7,
         decode_per_seq: 2e-4,
         decode_per_ctx_token: 1e-6,
+        ..LatencyModel::default()
     };
     p
 }
@@ -56,7 +57,7 @@ fn req(id: u64, prompt: Vec<u32>, max_tokens: u32) -> EngineRequest {
 #[test]
 fn lone_request_ttft_and_e2e_are_the_model_sum() {
     let p = profile(256, 16, 2048);
-    let lat = p.latency;
+    let lat = p.latency.clone();
     let mut e = Engine::new(p, HashAlgo::Xxh3);
     let (prompt, out) = (1000u32, 5u32);
     let start = Nanos::from_millis(3);
@@ -81,7 +82,7 @@ fn lone_request_ttft_and_e2e_are_the_model_sum() {
 #[test]
 fn chunked_prefill_splits_a_long_prompt() {
     let p = profile(256, 16, 256);
-    let lat = p.latency;
+    let lat = p.latency.clone();
     let mut e = Engine::new(p, HashAlgo::Xxh3);
     let f = run(&mut e, vec![(Nanos::ZERO, req(1, (0..600).collect(), 1))]);
     let mut t = Nanos::ZERO;

@@ -275,8 +275,9 @@ impl SimContext {
     /// The SLO for a profile: TTFT within `ttft_secs`, TPOT within four
     /// times the profile's unloaded decode step (1,000 tokens of context).
     pub fn slo_for(profile: &Profile, ttft_secs: f64) -> Slo {
-        let l = &profile.latency;
-        let step = l.step_overhead + l.decode_per_seq + l.decode_per_ctx_token * 1000.0;
+        let mut w = kvroute_sim::StepWork::default();
+        w.add_decode(1000);
+        let step = profile.latency.step_secs(&w);
         Slo {
             ttft_secs,
             tpot_secs: 4.0 * step,
