@@ -334,6 +334,12 @@ impl PrefixIndex {
         self.blocks.len()
     }
 
+    /// Blocks held widely enough to be matched through a bitset (more than
+    /// 24 holders) right now.
+    pub fn widely_held_blocks(&self) -> usize {
+        self.blocks.values().filter(|h| h.bits.is_some()).count()
+    }
+
     /// (block, instance) entries in total.
     pub fn entries(&self) -> usize {
         self.instances.iter().map(|b| b.lru.len()).sum()

@@ -50,8 +50,10 @@ impl Model {
     }
 }
 
-/// Runs `ops` on the index and the model, comparing after every step.
-fn check(instances: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` on the index and the model, comparing after every step;
+/// returns the most blocks matched through a bitset at any step.
+fn check(instances: u32, ops: Vec<Op>) -> Result<usize, TestCaseError> {
+    let mut widest = 0;
     {
         let mut ix = PrefixIndex::new();
         let mut model = Model {
@@ -103,9 +105,10 @@ fn check(instances: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want: Vec<u64> = model.lru[i as usize].iter().copied().collect();
                 prop_assert_eq!(order, want, "LRU order of instance {}", i);
             }
+            widest = widest.max(ix.widely_held_blocks());
         }
     }
-    Ok(())
+    Ok(widest)
 }
 
 proptest! {
@@ -114,12 +117,18 @@ proptest! {
         check(4, ops)?;
     }
 
-    /// Enough instances that widely held blocks switch to the bitset path.
+    /// Enough instances that widely held blocks switch to the bitset path:
+    /// every case starts with block 0 held by 30 instances (more than the
+    /// 24 above which a block gets a bitset), then random operations.
     #[test]
     fn index_matches_reference_when_blocks_are_widely_shared(
         ops in prop::collection::vec(op(70), 1..600)
     ) {
-        check(70, ops)?;
+        let mut all: Vec<Op> = (0..30).map(|i| Op::Insert(i, 0)).collect();
+        all.push(Op::Match(vec![0, 1]));
+        all.extend(ops);
+        let widest = check(70, all)?;
+        prop_assert!(widest >= 1, "the bitset path ran");
     }
 
     /// Overlap never increases when the query gets longer... per prefix: a
