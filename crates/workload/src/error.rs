@@ -1,113 +1,13 @@
 //! [`WorkloadError`]: everything that can go wrong while loading or generating a workload.
 //!
-//! Every variant names what it is about (a file, a line, a setting), so a
-//! message like `datasets/x.jsonl:17: expected value at column 1` is enough to
-//! find the problem without a debugger.
+//! It is `kvroute_tokenize::TokenizeError` under this crate's name: the
+//! workloads turn text into tokens with that crate's tokenizer and chat
+//! template, so their errors and the dataset errors raised here share one
+//! type. Every variant names what it is about (a file, a line, a setting), so
+//! a message like `datasets/x.jsonl:17: expected value at column 1` is
+//! enough to find the problem without a debugger.
 
-use std::path::PathBuf;
-
-/// The one error type of this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkloadError {
-    /// A file could not be opened or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// One record of a dataset or trace is malformed (bad JSON, a missing
-    /// field, an impossible value). `line` is 1-based; for a JSON array it is
-    /// the line on which the offending element starts.
-    #[error("{}:{line}: {message}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number of the record.
-        line: u64,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A dataset is well-formed JSON/CSV but unusable as a whole (for example a
-    /// RAG corpus without passages).
-    #[error("{}: {message}", path.display())]
-    Dataset {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A `tokenizer.json` (or `.json.gz`) could not be loaded.
-    #[error("loading tokenizer {}: {message}", path.display())]
-    TokenizerLoad {
-        /// The file.
-        path: PathBuf,
-        /// The tokenizers crate's message.
-        message: String,
-    },
-    /// Text could not be encoded.
-    #[error("encoding a {chars}-character text: {message}")]
-    Encode {
-        /// Length of the text, in characters.
-        chars: usize,
-        /// The tokenizers crate's message.
-        message: String,
-    },
-    /// A `tokenizer_config.json` has no usable `chat_template`, or the template
-    /// does not compile.
-    #[error("loading chat template {}: {message}", path.display())]
-    TemplateLoad {
-        /// The file (or `<inline>` for a template given as a string).
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The chat template failed while rendering (including `raise_exception`
-    /// calls made by the template itself).
-    #[error("rendering chat template: {message}")]
-    TemplateRender {
-        /// minijinja's message, with the template location when known.
-        message: String,
-    },
-    /// A workload or arrival setting is out of range.
-    #[error("invalid setting `{setting}`: {message}")]
-    InvalidSetting {
-        /// The setting, as named in [`WorkloadSpec`](crate::WorkloadSpec) / [`ArrivalSpec`](crate::ArrivalSpec).
-        setting: &'static str,
-        /// Why it is rejected.
-        message: String,
-    },
-}
-
-impl WorkloadError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> WorkloadError {
-        WorkloadError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-
-    pub(crate) fn parse(
-        path: impl Into<PathBuf>,
-        line: u64,
-        message: impl Into<String>,
-    ) -> WorkloadError {
-        WorkloadError::Parse {
-            path: path.into(),
-            line,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn setting(setting: &'static str, message: impl Into<String>) -> WorkloadError {
-        WorkloadError::InvalidSetting {
-            setting,
-            message: message.into(),
-        }
-    }
-}
+pub use kvroute_tokenize::TokenizeError as WorkloadError;
 
 #[cfg(test)]
 mod tests {

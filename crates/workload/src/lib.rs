@@ -49,9 +49,10 @@ for session in build_workload(&spec, &arrival, &tokenizer, Some(&template), 42)?
 
 # Layout
 
-* `tokenize`: [`Tokenizer`] and [`ChatTemplate`] (HF-compatible rendering).
-* `prompt`: [`Prompter`] (messages → [`Turn`]) and [`render_flat`].
-* `request`: [`Session`], [`Turn`], [`ChatMessage`].
+* [`Tokenizer`], [`ChatTemplate`], [`ChatMessage`], [`render_flat`] and
+  [`SegmentCache`] are `kvroute-tokenize`'s, re-exported.
+* `prompt`: [`Prompter`] (messages → [`Turn`]).
+* `request`: [`Session`], [`Turn`].
 * `sharegpt`, `rag`, `trace`: the sources.
 * `arrival`: arrival processes and the [`WithArrivals`] adapter.
 * `spec`: serde configs, [`build_workload`], and the paths of the shipped
@@ -73,16 +74,17 @@ pub use crate::rag::{
     DEFAULT_RAG_SYSTEM_PROMPT,
 };
 pub use crate::request::{ChatMessage, Session, Turn};
-pub use crate::segment_cache::{SegmentCache, DEFAULT_SEGMENT_CACHE_TOKENS};
 pub use crate::sharegpt::{ShareGptOptions, ShareGptSessions, ShareGptStats};
 pub use crate::spec::{
     build_workload, datasets_dir, embedded_qwen3_template, embedded_qwen3_tokenizer,
     load_text_tools, AzureSpec, MooncakeSpec, RagSpec, SessionIter, ShareGptSpec, WorkloadSpec,
 };
-pub use crate::tokenize::{ChatTemplate, Tokenizer};
 pub use crate::trace::{
     mooncake_block, AzureOptions, AzureSessions, MooncakeOptions, MooncakeSessions,
     DEFAULT_SYNTHETIC_VOCAB, MOONCAKE_BLOCK_TOKENS,
+};
+pub use kvroute_tokenize::{
+    ChatTemplate, Prefix, SegmentCache, Tokenizer, DEFAULT_SEGMENT_CACHE_TOKENS,
 };
 
 mod arrival;
@@ -93,10 +95,8 @@ mod prompt;
 mod rag;
 mod request;
 mod rng;
-mod segment_cache;
 mod sharegpt;
 mod spec;
 #[cfg(test)]
 mod testutil;
-mod tokenize;
 mod trace;

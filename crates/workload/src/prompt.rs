@@ -7,7 +7,8 @@
 
 use crate::error::WorkloadError;
 use crate::request::{ChatMessage, Turn};
-use crate::tokenize::{ChatTemplate, Tokenizer};
+pub use kvroute_tokenize::render_flat;
+use kvroute_tokenize::{ChatTemplate, Tokenizer};
 
 /// Renders and tokenizes prompts; cheap to clone.
 #[derive(Debug, Clone)]
@@ -54,63 +55,5 @@ impl Prompter {
     /// The chat template, if any.
     pub fn template(&self) -> Option<&ChatTemplate> {
         self.template.as_ref()
-    }
-}
-
-/// The plain rendering used when no chat template is configured:
-///
-/// ```text
-/// {system content}\n\n            (a system message: its content alone)
-/// User: {content}\n\n             (a user message)
-/// Assistant: {content}\n\n        (an assistant message)
-/// {role}: {content}\n\n           (any other role, as spelled)
-/// Assistant:                      (the generation prompt, always last)
-/// ```
-///
-/// Like a chat template, it renders a conversation's turn *k* as a text prefix
-/// of turn *k + 1*.
-///
-/// ```
-/// use kvroute_workload::{render_flat, ChatMessage};
-///
-/// let text = render_flat(&[ChatMessage::user("Hi"), ChatMessage::assistant("Hello!"), ChatMessage::user("Bye")]);
-/// assert_eq!(text, "User: Hi\n\nAssistant: Hello!\n\nUser: Bye\n\nAssistant:");
-/// ```
-pub fn render_flat(messages: &[ChatMessage]) -> String {
-    let mut out = String::new();
-    for m in messages {
-        match m.role.as_str() {
-            "system" => {}
-            "user" => out.push_str("User: "),
-            "assistant" => out.push_str("Assistant: "),
-            other => {
-                out.push_str(other);
-                out.push_str(": ");
-            }
-        }
-        out.push_str(&m.content);
-        out.push_str("\n\n");
-    }
-    out.push_str("Assistant:");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flat_rendering_is_prefix_stable() {
-        let a = vec![ChatMessage::system("Be brief."), ChatMessage::user("Q1")];
-        let mut b = a.clone();
-        b.push(ChatMessage::assistant("A1"));
-        b.push(ChatMessage::new("tool", "T"));
-        let (ra, rb) = (render_flat(&a), render_flat(&b));
-        assert_eq!(ra, "Be brief.\n\nUser: Q1\n\nAssistant:");
-        assert_eq!(
-            rb,
-            "Be brief.\n\nUser: Q1\n\nAssistant: A1\n\ntool: T\n\nAssistant:"
-        );
-        assert!(rb.starts_with(&ra));
     }
 }

@@ -8,41 +8,8 @@
 //! Single-request workloads (RAG, traces) are sessions with one turn.
 
 use kvroute_core::Nanos;
+pub use kvroute_tokenize::ChatMessage;
 use serde::{Deserialize, Serialize};
-
-/// One chat message, as in the OpenAI API (`{"role": "user", "content": "…"}`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message with the given role.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-
-    /// A `system` message.
-    pub fn system(content: impl Into<String>) -> ChatMessage {
-        ChatMessage::new("system", content)
-    }
-
-    /// A `user` message.
-    pub fn user(content: impl Into<String>) -> ChatMessage {
-        ChatMessage::new("user", content)
-    }
-
-    /// An `assistant` message.
-    pub fn assistant(content: impl Into<String>) -> ChatMessage {
-        ChatMessage::new("assistant", content)
-    }
-}
 
 /// One request of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

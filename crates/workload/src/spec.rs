@@ -14,11 +14,11 @@ use crate::rag::{PassageOrder, RagCorpus, RagOptions, RagSessions, DEFAULT_RAG_S
 use crate::request::Session;
 use crate::rng::stream;
 use crate::sharegpt::{ShareGptOptions, ShareGptSessions};
-use crate::tokenize::{ChatTemplate, Tokenizer};
 use crate::trace::{
     AzureOptions, AzureSessions, MooncakeOptions, MooncakeSessions, MOONCAKE_BLOCK_TOKENS,
 };
 use kvroute_core::{mix64, Nanos};
+use kvroute_tokenize::{ChatTemplate, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

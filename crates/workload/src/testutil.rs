@@ -3,7 +3,7 @@
 
 use crate::prompt::Prompter;
 use crate::spec::datasets_dir;
-use crate::tokenize::{ChatTemplate, Tokenizer};
+use kvroute_tokenize::{ChatTemplate, Tokenizer};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

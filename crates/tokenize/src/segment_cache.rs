@@ -233,9 +233,7 @@ impl SegmentCache {
 
 #[cfg(test)]
 mod tests {
-    use crate::sharegpt::{ShareGptOptions, ShareGptSessions};
-    use crate::spec::datasets_dir;
-    use crate::testutil::{prompter, qwen3};
+    use crate::testutil::{qwen3, qwen3_template, sharegpt_chats};
     use crate::Tokenizer;
     use proptest::prelude::*;
 
@@ -250,30 +248,22 @@ mod tests {
     /// the history comes from the cache.
     #[test]
     fn chat_histories_encode_identically_and_reuse_earlier_turns() {
-        let path = datasets_dir().join("sharegpt/sharegpt_sample.jsonl.gz");
-        let opts = ShareGptOptions {
-            max_sessions: Some(20),
-            ..ShareGptOptions::default()
-        };
-        let sessions: Vec<_> = ShareGptSessions::open(&path, prompter(true), opts)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
         let tok = cached(1 << 20);
         let c = || tok.segment_cache().unwrap();
         let (mut turns, mut history_bytes, mut reused_bytes) = (0, 0, 0);
-        for s in &sessions {
-            for (k, turn) in s.turns.iter().enumerate() {
-                let text = turn.prompt_text.as_deref().unwrap();
+        for chat in sharegpt_chats(20) {
+            let mut previous: Option<String> = None;
+            for k in (1..=chat.len()).step_by(2) {
+                let text = qwen3_template().render(&chat[..k]).unwrap();
                 let before = c().hit_bytes();
-                let got = tok.encode_with(text, false).unwrap();
-                assert_eq!(got, turn.prompt_tokens, "session {} turn {k}", s.id);
-                assert_eq!(got, qwen3().encode_with(text, true).unwrap());
+                let got = tok.encode_with(&text, false).unwrap();
+                assert_eq!(got, qwen3().encode_with(&text, true).unwrap());
                 turns += 1;
-                if k > 0 {
-                    history_bytes += s.turns[k - 1].prompt_text.as_deref().unwrap().len();
+                if let Some(p) = &previous {
+                    history_bytes += p.len();
                     reused_bytes += (c().hit_bytes() - before) as usize;
                 }
+                previous = Some(text);
             }
         }
         assert!(turns > 40, "{turns} turns");

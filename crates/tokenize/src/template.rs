@@ -1,178 +1,63 @@
-//! Text → tokens the way the engines do it: [`Tokenizer`] (a HF
-//! `tokenizer.json`) and [`ChatTemplate`] (a HF `chat_template`, rendered with
-//! minijinja).
+//! [`ChatTemplate`] (a HF `chat_template`, rendered with minijinja), the
+//! [`ChatMessage`] it renders, and [`render_flat`], the plain rendering used
+//! when no template is configured.
 //!
-//! # Matching vLLM and HF transformers
+//! # Matching HF transformers
 //!
-//! * A text prompt is encoded with `add_special_tokens = true`, as vLLM does
-//!   for `/v1/completions`. The tokenizer's post-processor decides what that
-//!   adds: nothing for Qwen3 (no BOS), `<s>`/`<|begin_of_text|>` for Llama.
-//!   Special-token strings inside the text (`<|im_start|>`) are matched as
-//!   special tokens, as with HF's default `split_special_tokens = False`.
-//! * A chat template is rendered like `tokenizer.apply_chat_template(messages,
-//!   tokenize=False, add_generation_prompt=True)`: `trim_blocks` and
-//!   `lstrip_blocks` on, Python string/dict methods (`startswith`, `split`,
-//!   `strip`, `items`, …) via `minijinja-contrib`'s pycompat layer, a
-//!   `raise_exception(msg)` function, `tools`/`documents` defined as `none`,
-//!   and the special tokens (`bos_token`, `eos_token`, `pad_token`,
-//!   `unk_token`) from `tokenizer_config.json` in the context.
-//!   Not provided: HF's `strftime_now` (templates that call it fail with a
-//!   clear error) and HF's own `tojson` (minijinja's is used; it differs only
-//!   in whitespace and HTML escaping, which matters only for tool
-//!   definitions, never passed by this crate).
+//! A chat template is rendered like `tokenizer.apply_chat_template(messages,
+//! tokenize=False, add_generation_prompt=True)`: `trim_blocks` and
+//! `lstrip_blocks` on, Python string/dict methods (`startswith`, `split`,
+//! `strip`, `items`, …) via `minijinja-contrib`'s pycompat layer, a
+//! `raise_exception(msg)` function, `tools`/`documents` defined as `none`,
+//! and the special tokens (`bos_token`, `eos_token`, `pad_token`,
+//! `unk_token`) from `tokenizer_config.json` in the context.
+//! Not provided: HF's `strftime_now` (templates that call it fail with a
+//! clear error) and HF's own `tojson` (minijinja's is used; it differs only
+//! in whitespace and HTML escaping, which matters only for tool
+//! definitions, never passed by this crate).
 
-use crate::error::WorkloadError;
+use crate::error::TokenizeError;
 use crate::io;
-use crate::request::ChatMessage;
-use crate::segment_cache::SegmentCache;
 use minijinja::value::Value;
 use minijinja::{Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A HF tokenizer, cheap to clone (shared).
-#[derive(Clone)]
-pub struct Tokenizer {
-    inner: Arc<tokenizers::Tokenizer>,
-    source: PathBuf,
-    cache: Option<Arc<SegmentCache>>,
+/// One chat message, as in the OpenAI API (`{"role": "user", "content": "…"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
 }
 
-impl fmt::Debug for Tokenizer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("source", &self.source)
-            .field("vocab_size", &self.vocab_size())
-            .field("cache", &self.cache)
-            .finish()
-    }
-}
-
-impl Tokenizer {
-    /// Load a `tokenizer.json`, gzipped or not (sniffed from the content, so
-    /// `tokenizer.json.gz` works).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer, WorkloadError> {
-        let path = path.as_ref();
-        let bytes = io::read_all(path)?;
-        Tokenizer::from_json_bytes(&bytes, path)
-    }
-
-    /// Load from the bytes of a `tokenizer.json`; `source` is only used in
-    /// messages.
-    pub fn from_json_bytes(
-        json: &[u8],
-        source: impl Into<PathBuf>,
-    ) -> Result<Tokenizer, WorkloadError> {
-        let source = source.into();
-        let inner =
-            tokenizers::Tokenizer::from_bytes(json).map_err(|e| WorkloadError::TokenizerLoad {
-                path: source.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(Tokenizer {
-            inner: Arc::new(inner),
-            source,
-            cache: None,
-        })
-    }
-
-    /// This tokenizer, remembering the token ids of up to about
-    /// `budget_tokens` tokens' worth of prompt pieces between special tokens
-    /// (see [`SegmentCache`]): a chat turn then only tokenizes its new
-    /// messages. The ids are the same as without the cache; a tokenizer
-    /// whose configuration would make them differ is returned uncached
-    /// ([`segment_cache`](Self::segment_cache) is then `None`). Clones share
-    /// the cache.
-    pub fn with_segment_cache(mut self, budget_tokens: usize) -> Tokenizer {
-        self.cache = SegmentCache::for_tokenizer(&self.inner, budget_tokens).map(Arc::new);
-        self
-    }
-
-    /// The piece cache, when one is on.
-    pub fn segment_cache(&self) -> Option<&SegmentCache> {
-        self.cache.as_deref()
-    }
-
-    /// Token ids of a text prompt, with the special tokens vLLM adds to a text
-    /// prompt (`add_special_tokens = true`).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, WorkloadError> {
-        self.encode_with(text, true)
-    }
-
-    /// Token ids of `text`, choosing whether the post-processor may add
-    /// special tokens (BOS/EOS).
-    pub fn encode_with(
-        &self,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> Result<Vec<u32>, WorkloadError> {
-        match &self.cache {
-            Some(c) if c.applies(add_special_tokens) => c.encode(text, |piece| {
-                self.encode_uncached(piece, add_special_tokens)
-            }),
-            _ => self.encode_uncached(text, add_special_tokens),
+impl ChatMessage {
+    /// A message with the given role.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
         }
     }
 
-    fn encode_uncached(
-        &self,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> Result<Vec<u32>, WorkloadError> {
-        self.inner
-            .encode_fast(text, add_special_tokens)
-            .map(|enc| enc.get_ids().to_vec())
-            .map_err(|e| WorkloadError::Encode {
-                chars: text.chars().count(),
-                message: e.to_string(),
-            })
+    /// A `system` message.
+    pub fn system(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("system", content)
     }
 
-    /// The text of `ids`, special tokens included. Ids outside the vocabulary
-    /// are skipped; should the decoder itself fail (the byte-level decoders of
-    /// current models cannot), the result is empty — use
-    /// [`try_decode`](Self::try_decode) to see the error.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        self.try_decode(ids).unwrap_or_default()
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("user", content)
     }
 
-    /// [`decode`](Self::decode), reporting decoder failures.
-    pub fn try_decode(&self, ids: &[u32]) -> Result<String, WorkloadError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| WorkloadError::Encode {
-                chars: 0,
-                message: format!("decoding {} ids: {e}", ids.len()),
-            })
-    }
-
-    /// Number of ids, added (special) tokens included: 151,669 for Qwen3.
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
-    /// Number of ids of the base vocabulary, without added tokens: 151,643 for
-    /// Qwen3. Ids below this are ordinary text tokens, which makes it the
-    /// natural bound for synthetic prompts.
-    pub fn base_vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(false)
-    }
-
-    /// The id of a token string (`"<|im_start|>"`), if it is in the vocabulary.
-    pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
-    /// Where the tokenizer was loaded from.
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-
-    /// The underlying `tokenizers` tokenizer.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+    /// An `assistant` message.
+    pub fn assistant(content: impl Into<String>) -> ChatMessage {
+        ChatMessage::new("assistant", content)
     }
 }
 
@@ -204,9 +89,9 @@ impl ChatTemplate {
     /// transformers releases save it there. The config's `bos_token`,
     /// `eos_token`, `pad_token` and `unk_token` are made available to the
     /// template.
-    pub fn from_tokenizer_config(path: impl AsRef<Path>) -> Result<ChatTemplate, WorkloadError> {
+    pub fn from_tokenizer_config(path: impl AsRef<Path>) -> Result<ChatTemplate, TokenizeError> {
         let path = path.as_ref();
-        let load_err = |message: String| WorkloadError::TemplateLoad {
+        let load_err = |message: String| TokenizeError::TemplateLoad {
             path: path.to_path_buf(),
             message,
         };
@@ -263,7 +148,7 @@ impl ChatTemplate {
     }
 
     /// A template given as Jinja source, with no special tokens in its context.
-    pub fn from_source(source: impl Into<String>) -> Result<ChatTemplate, WorkloadError> {
+    pub fn from_source(source: impl Into<String>) -> Result<ChatTemplate, TokenizeError> {
         ChatTemplate::build(source.into(), BTreeMap::new(), PathBuf::from("<inline>"))
     }
 
@@ -282,7 +167,7 @@ impl ChatTemplate {
         source: String,
         special: BTreeMap<String, String>,
         origin: PathBuf,
-    ) -> Result<ChatTemplate, WorkloadError> {
+    ) -> Result<ChatTemplate, TokenizeError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -291,7 +176,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned(TEMPLATE_NAME, source.clone())
-            .map_err(|e| WorkloadError::TemplateLoad {
+            .map_err(|e| TokenizeError::TemplateLoad {
                 path: origin.clone(),
                 message: describe(&e),
             })?;
@@ -305,7 +190,7 @@ impl ChatTemplate {
 
     /// Render `messages` with the generation prompt (`add_generation_prompt =
     /// True`): the exact text vLLM tokenizes for a chat completion.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, WorkloadError> {
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TokenizeError> {
         self.render_with(messages, true)
     }
 
@@ -314,7 +199,7 @@ impl ChatTemplate {
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
-    ) -> Result<String, WorkloadError> {
+    ) -> Result<String, TokenizeError> {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         for (k, v) in self.special_tokens.iter() {
             ctx.insert(k.as_str(), Value::from(v.as_str()));
@@ -323,7 +208,7 @@ impl ChatTemplate {
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
         ctx.insert("tools", Value::from(()));
         ctx.insert("documents", Value::from(()));
-        let render_err = |e: minijinja::Error| WorkloadError::TemplateRender {
+        let render_err = |e: minijinja::Error| TokenizeError::TemplateRender {
             message: describe(&e),
         };
         self.env
@@ -356,9 +241,62 @@ fn describe(e: &minijinja::Error) -> String {
     out
 }
 
+/// The plain rendering used when no chat template is configured:
+///
+/// ```text
+/// {system content}\n\n            (a system message: its content alone)
+/// User: {content}\n\n             (a user message)
+/// Assistant: {content}\n\n        (an assistant message)
+/// {role}: {content}\n\n           (any other role, as spelled)
+/// Assistant:                      (the generation prompt, always last)
+/// ```
+///
+/// Like a chat template, it renders a conversation's turn *k* as a text prefix
+/// of turn *k + 1*.
+///
+/// ```
+/// use kvroute_tokenize::{render_flat, ChatMessage};
+///
+/// let text = render_flat(&[ChatMessage::user("Hi"), ChatMessage::assistant("Hello!"), ChatMessage::user("Bye")]);
+/// assert_eq!(text, "User: Hi\n\nAssistant: Hello!\n\nUser: Bye\n\nAssistant:");
+/// ```
+pub fn render_flat(messages: &[ChatMessage]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        match m.role.as_str() {
+            "system" => {}
+            "user" => out.push_str("User: "),
+            "assistant" => out.push_str("Assistant: "),
+            other => {
+                out.push_str(other);
+                out.push_str(": ");
+            }
+        }
+        out.push_str(&m.content);
+        out.push_str("\n\n");
+    }
+    out.push_str("Assistant:");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flat_rendering_is_prefix_stable() {
+        let a = vec![ChatMessage::system("Be brief."), ChatMessage::user("Q1")];
+        let mut b = a.clone();
+        b.push(ChatMessage::assistant("A1"));
+        b.push(ChatMessage::new("tool", "T"));
+        let (ra, rb) = (render_flat(&a), render_flat(&b));
+        assert_eq!(ra, "Be brief.\n\nUser: Q1\n\nAssistant:");
+        assert_eq!(
+            rb,
+            "Be brief.\n\nUser: Q1\n\nAssistant: A1\n\ntool: T\n\nAssistant:"
+        );
+        assert!(rb.starts_with(&ra));
+    }
 
     // The expected string is what Python jinja2 3.1.6 renders with HF's
     // settings (trim_blocks, lstrip_blocks) for the same template and input.
@@ -404,12 +342,12 @@ mod tests {
     #[test]
     fn a_broken_template_is_a_load_error() {
         let err = ChatTemplate::from_source("{% for %}").unwrap_err();
-        assert!(matches!(err, WorkloadError::TemplateLoad { .. }), "{err}");
+        assert!(matches!(err, TokenizeError::TemplateLoad { .. }), "{err}");
     }
 
     mod qwen3 {
-        use crate::request::ChatMessage;
-        use crate::testutil::{qwen3, qwen3_template};
+        use crate::template::ChatMessage;
+        use crate::testutil::qwen3_template;
 
         /// Written out by hand from the template (no system message, so the
         /// first branch emits nothing; every user turn is
@@ -465,45 +403,6 @@ mod tests {
                 qwen3_template().render_with(&messages, false).unwrap(),
                 expected
             );
-        }
-
-        /// Ids printed by Python `tokenizers` 0.23.3
-        /// (`Tokenizer.from_file(...).encode(s, add_special_tokens=True).ids`)
-        /// and, identically, by transformers' `AutoTokenizer` `tok(s)["input_ids"]`.
-        #[test]
-        fn ids_match_python_tokenizers() {
-            let cases: [(&str, &[u32]); 4] = [
-                ("Hello, world!", &[9707, 11, 1879, 0]),
-                (
-                    "na\u{ef}ve caf\u{e9} \u{2014} \u{6771}\u{4eac}\u{30bf}\u{30ef}\u{30fc} \u{1f680}\n\n  indented\tcode();",
-                    &[3376, 37572, 586, 51950, 1959, 60596, 109, 46553, 46207, 125980, 11162, 248, 222, 271, 220, 1257, 15864, 43343, 2129],
-                ),
-                ("<|im_start|>user\nhi<|im_end|>\n", &[151644, 872, 198, 6023, 151645, 198]),
-                ("1234567 + 89 = 1234656", &[16, 17, 18, 19, 20, 21, 22, 488, 220, 23, 24, 284, 220, 16, 17, 18, 19, 21, 20, 21]),
-            ];
-            let tok = qwen3();
-            for (text, ids) in cases {
-                assert_eq!(tok.encode(text).unwrap(), ids, "{text:?}");
-                assert_eq!(tok.decode(ids), text);
-            }
-            assert_eq!(
-                (tok.vocab_size(), tok.base_vocab_size()),
-                (151_669, 151_643)
-            );
-            assert_eq!(tok.token_to_id("<|im_end|>"), Some(151_645));
-        }
-
-        /// The shipped `tokenizer.json.gz` is the shared `tokenizer.json`, byte for byte.
-        #[test]
-        fn shipped_tokenizer_is_the_shared_one() {
-            let Some(shared) = crate::testutil::shared_dir() else {
-                eprintln!("skipped: no shared/ next to the repository");
-                return;
-            };
-            let plain =
-                std::fs::read(shared.join("datasets/tokenizers/qwen3/tokenizer.json")).unwrap();
-            let gz = crate::spec::datasets_dir().join("tokenizers/qwen3/tokenizer.json.gz");
-            assert!(crate::io::read_all(&gz).unwrap() == plain);
         }
     }
 }

@@ -1,0 +1,499 @@
+//! Byte-level BPE by merge rank: the pieces' bytes start as one token each
+//! and the adjacent pair with the lowest merge rank (the leftmost of equals)
+//! is merged until no pair has a merge — the order HF's `BPE` model applies
+//! its merges in, so the result is the same.
+//!
+//! Most pieces are common words that encode to one token: a table of the
+//! tokens whose own bytes merge back into them answers those with one
+//! lookup (the merges would take a dozen lookups into a large table, most
+//! of them cache misses). Other short pieces are merged in place in fixed
+//! arrays with a linear scan for the best pair; long ones (runs of spaces in
+//! code, long words without spaces) use a linked list and a heap, as HF
+//! does.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Pieces up to this many bytes are merged in stack arrays.
+const SMALL: usize = 64;
+
+/// No merge for this pair.
+const NONE: u64 = u64::MAX;
+
+/// Pieces up to this many bytes that are not one token are remembered per
+/// thread (their merges are the slow part); at most this many of them.
+const CACHED_PIECE_BYTES: usize = 256;
+const CACHED_PIECES: usize = 1 << 15;
+
+/// Numbers the models, so a thread's piece cache knows whose ids it holds.
+static NEXT_MODEL: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The merged pieces of the model this thread used last.
+    static PIECES: RefCell<PieceCache> = RefCell::new(PieceCache::default());
+}
+
+/// Recently merged pieces: hash → (bytes, ids), emptied when full or when
+/// another model is used.
+#[derive(Default)]
+struct PieceCache {
+    model: u64,
+    map: HashMap<u64, (Box<[u8]>, Box<[u32]>), BuildHasherDefault<PairHasher>>,
+}
+
+/// A hasher for the `u64` pair keys: one multiply, well mixed in the high
+/// bits, which is where `HashMap` looks.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    #[inline(always)]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PairMap = HashMap<u64, u64, BuildHasherDefault<PairHasher>>;
+
+/// A byte-level BPE model.
+pub(crate) struct Bpe {
+    /// Id of each single-byte token.
+    byte_ids: [u32; 256],
+    /// `left << 32 | right` → `rank << 32 | merged id`.
+    merges: PairMap,
+    /// Pieces that encode to one token, by their bytes.
+    whole: TokenTable,
+    /// This model's number in the per-thread piece caches.
+    model: u64,
+}
+
+/// An open-addressing table from byte strings to ids, the strings kept back
+/// to back in one buffer.
+struct TokenTable {
+    bytes: Vec<u8>,
+    /// Each string: its first 8 bytes (zero-padded) to compare without a
+    /// call, where the rest starts in `bytes`, its length, its id.
+    entries: Vec<Entry>,
+    /// Index + 1 into `entries`, 0 for an empty slot; a power of two long.
+    slots: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    head: u64,
+    start: u32,
+    len: u32,
+    id: u32,
+}
+
+// The helpers below read short byte strings a word at a time with plain
+// loops: pieces are a few bytes long, too short for `memcpy`/`memcmp` calls
+// to pay.
+
+/// Up to 8 bytes as a little-endian word, zero-padded.
+#[inline(always)]
+fn word(bytes: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(w) => u64::from_le_bytes(w),
+        Err(_) => bytes
+            .iter()
+            .take(8)
+            .enumerate()
+            .fold(0, |w, (i, &b)| w | u64::from(b) << (8 * i)),
+    }
+}
+
+/// The first 8 bytes of `bytes`, zero-padded, as a little-endian word.
+#[inline(always)]
+fn head(bytes: &[u8]) -> u64 {
+    word(bytes.get(..8).unwrap_or(bytes))
+}
+
+#[inline(always)]
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = PairHasher(bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let v = h.0 ^ word(c);
+        h.write_u64(v);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let v = h.0 ^ word(rest);
+        h.write_u64(v);
+    }
+    h.finish()
+}
+
+/// `a == b`, a word at a time.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        if word(p) != word(q) {
+            return false;
+        }
+    }
+    word(x.remainder()) == word(y.remainder())
+}
+
+impl TokenTable {
+    fn new(tokens: Vec<(Box<[u8]>, u32)>) -> TokenTable {
+        let slots_len = (tokens.len() * 2).next_power_of_two().max(16);
+        let mut table = TokenTable {
+            bytes: Vec::new(),
+            entries: Vec::with_capacity(tokens.len()),
+            slots: vec![0; slots_len],
+        };
+        for (bytes, id) in tokens {
+            if table.get(&bytes).is_some() {
+                continue;
+            }
+            let (Ok(start), Ok(len)) =
+                (u32::try_from(table.bytes.len()), u32::try_from(bytes.len()))
+            else {
+                continue;
+            };
+            table.bytes.extend_from_slice(&bytes);
+            table.entries.push(Entry {
+                head: head(&bytes),
+                start,
+                len,
+                id,
+            });
+            let index = table.entries.len() as u32;
+            let mask = table.slots.len() - 1;
+            let mut slot = (hash_bytes(&bytes) >> 32) as usize & mask;
+            while table.slots[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            table.slots[slot] = index;
+        }
+        table
+    }
+
+    #[inline]
+    fn get(&self, piece: &[u8]) -> Option<u32> {
+        self.get_hashed(piece, hash_bytes(piece))
+    }
+
+    #[inline]
+    fn get_hashed(&self, piece: &[u8], hash: u64) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut slot = (hash >> 32) as usize & mask;
+        let piece_head = head(piece);
+        loop {
+            let index = *self.slots.get(slot)? as usize;
+            let e = self.entries.get(index.checked_sub(1)?)?;
+            if e.head == piece_head && e.len as usize == piece.len() {
+                let start = e.start as usize;
+                if piece.len() <= 8
+                    || self.bytes.get(start + 8..start + piece.len()) == piece.get(8..)
+                {
+                    return Some(e.id);
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
+
+#[inline(always)]
+fn key(left: u32, right: u32) -> u64 {
+    u64::from(left) << 32 | u64::from(right)
+}
+
+impl Bpe {
+    /// A model from the id of each byte, the merges in rank order as
+    /// `(left id, right id, merged id)`, and the vocabulary as bytes. With
+    /// `ignore_merges` a piece that is a token is that token, as in HF;
+    /// otherwise the tokens whose bytes merge back into them are looked up
+    /// first, which gives the same ids sooner.
+    pub(crate) fn new(
+        byte_ids: [u32; 256],
+        merges: impl IntoIterator<Item = (u32, u32, u32)>,
+        vocab: Vec<(Box<[u8]>, u32)>,
+        ignore_merges: bool,
+    ) -> Bpe {
+        let mut map = PairMap::default();
+        for (rank, (left, right, merged)) in merges.into_iter().enumerate() {
+            let rank = u64::try_from(rank).unwrap_or(u64::from(u32::MAX));
+            // A pair listed twice keeps its last rank, as in HF's map.
+            map.insert(key(left, right), rank << 32 | u64::from(merged));
+        }
+        let mut bpe = Bpe {
+            byte_ids,
+            merges: map,
+            whole: TokenTable::new(Vec::new()),
+            model: NEXT_MODEL.fetch_add(1, Ordering::Relaxed),
+        };
+        let whole = if ignore_merges {
+            vocab
+        } else {
+            let mut ids = Vec::new();
+            vocab
+                .into_iter()
+                .filter(|(bytes, id)| {
+                    ids.clear();
+                    bpe.merge(bytes, &mut ids);
+                    ids == [*id]
+                })
+                .collect()
+        };
+        bpe.whole = TokenTable::new(whole);
+        bpe
+    }
+
+    #[inline(always)]
+    fn merge_of(&self, left: u32, right: u32) -> u64 {
+        self.merges.get(&key(left, right)).copied().unwrap_or(NONE)
+    }
+
+    /// Append the ids of `piece` to `out`.
+    #[inline]
+    pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>) {
+        match piece {
+            [] => {}
+            [b] => out.push(self.byte_ids[*b as usize]),
+            _ => {
+                let hash = hash_bytes(piece);
+                match self.whole.get_hashed(piece, hash) {
+                    Some(id) => out.push(id),
+                    None if piece.len() <= CACHED_PIECE_BYTES => {
+                        self.merge_cached(piece, hash, out)
+                    }
+                    None => self.merge(piece, out),
+                }
+            }
+        }
+    }
+
+    /// [`merge`](Self::merge) through this thread's piece cache.
+    fn merge_cached(&self, piece: &[u8], hash: u64, out: &mut Vec<u32>) {
+        PIECES.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return self.merge(piece, out);
+            };
+            if cache.model != self.model {
+                cache.map.clear();
+                cache.model = self.model;
+            }
+            if let Some((bytes, ids)) = cache.map.get(&hash) {
+                if same_bytes(bytes, piece) {
+                    for &id in ids.iter() {
+                        out.push(id);
+                    }
+                    return;
+                }
+            }
+            let start = out.len();
+            self.merge(piece, out);
+            if cache.map.len() >= CACHED_PIECES {
+                cache.map.clear();
+            }
+            let ids = out.get(start..).unwrap_or_default();
+            cache.map.insert(hash, (piece.into(), ids.into()));
+        })
+    }
+
+    /// Append the ids of `piece` by merging.
+    fn merge(&self, piece: &[u8], out: &mut Vec<u32>) {
+        match piece.len() {
+            0 => {}
+            1 => out.push(self.byte_ids[piece[0] as usize]),
+            n if n <= SMALL => self.encode_small(piece, out),
+            _ => self.encode_long(piece, out),
+        }
+    }
+
+    fn encode_small(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let n0 = piece.len();
+        let mut ids = [0u32; SMALL];
+        // merges[i]: the merge of ids[i] and ids[i + 1] (rank << 32 | id).
+        let mut merges = [NONE; SMALL];
+        for (slot, &b) in ids.iter_mut().zip(piece) {
+            *slot = self.byte_ids[b as usize];
+        }
+        for i in 0..n0 - 1 {
+            merges[i] = self.merge_of(ids[i], ids[i + 1]);
+        }
+        let mut n = n0;
+        while n > 1 {
+            // Leftmost lowest rank: ranks are the high bits, so the minimum
+            // value is the lowest rank, and `min` keeps the first minimum.
+            let mut best = 0;
+            let mut best_merge = merges[0];
+            for (i, &m) in merges.iter().enumerate().take(n - 1).skip(1) {
+                if m >> 32 < best_merge >> 32 {
+                    best = i;
+                    best_merge = m;
+                }
+            }
+            if best_merge == NONE {
+                break;
+            }
+            ids[best] = best_merge as u32;
+            // Close the gap by hand: the runs are a few elements long, too
+            // short for a `memmove` call to pay.
+            for j in best + 1..n - 1 {
+                ids[j] = ids[j + 1];
+                merges[j] = merges[j + 1];
+            }
+            n -= 1;
+            if best + 1 < n {
+                merges[best] = self.merge_of(ids[best], ids[best + 1]);
+            } else {
+                merges[best] = NONE;
+            }
+            if best > 0 {
+                merges[best - 1] = self.merge_of(ids[best - 1], ids[best]);
+            }
+        }
+        out.extend_from_slice(&ids[..n]);
+    }
+
+    /// HF's algorithm: a doubly linked list of symbols and a heap of
+    /// candidate merges ordered by (rank, position); stale entries are
+    /// skipped when popped.
+    fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let n = piece.len();
+        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut alive = vec![true; n];
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut heap = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            let m = self.merge_of(ids[i], ids[i + 1]);
+            if m != NONE {
+                heap.push(Reverse((m >> 32, i, m as u32)));
+            }
+        }
+        while let Some(Reverse((_, pos, merged))) = heap.pop() {
+            if !alive[pos] || next[pos] >= n {
+                continue;
+            }
+            let right = next[pos];
+            let current = self.merge_of(ids[pos], ids[right]);
+            if current == NONE || current as u32 != merged {
+                continue;
+            }
+            ids[pos] = merged;
+            alive[right] = false;
+            next[pos] = next[right];
+            if next[pos] < n {
+                prev[next[pos]] = pos;
+            }
+            if prev[pos] < n {
+                let left = prev[pos];
+                let m = self.merge_of(ids[left], ids[pos]);
+                if m != NONE {
+                    heap.push(Reverse((m >> 32, left, m as u32)));
+                }
+            }
+            if next[pos] < n {
+                let m = self.merge_of(ids[pos], ids[next[pos]]);
+                if m != NONE {
+                    heap.push(Reverse((m >> 32, pos, m as u32)));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            out.push(ids[i]);
+            i = next[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes are their own ids; merges: a+a → 300 (rank 0), b+b → 301,
+    /// 300+300 → 302, a+b → 303.
+    fn toy() -> Bpe {
+        let mut byte_ids = [0u32; 256];
+        for (i, id) in byte_ids.iter_mut().enumerate() {
+            *id = i as u32;
+        }
+        let (a, b) = (u32::from(b'a'), u32::from(b'b'));
+        Bpe::new(
+            byte_ids,
+            [(a, a, 300), (b, b, 301), (300, 300, 302), (a, b, 303)],
+            vec![
+                (b"aa".to_vec().into_boxed_slice(), 300),
+                (b"aaaa".to_vec().into_boxed_slice(), 302),
+                // Not what "ba" merges to: must not be taken whole.
+                (b"ba".to_vec().into_boxed_slice(), 304),
+            ],
+            false,
+        )
+    }
+
+    fn both(bpe: &Bpe, piece: &[u8]) -> Vec<u32> {
+        let (mut small, mut long) = (Vec::new(), Vec::new());
+        bpe.encode_small(piece, &mut small);
+        bpe.encode_long(piece, &mut long);
+        assert_eq!(small, long, "{:?}", String::from_utf8_lossy(piece));
+        small
+    }
+
+    #[test]
+    fn lowest_rank_first_leftmost_on_ties() {
+        let bpe = toy();
+        assert_eq!(both(&bpe, b"aaa"), [300, 97]);
+        assert_eq!(both(&bpe, b"aaaa"), [302]);
+        assert_eq!(both(&bpe, b"aab"), [300, 98]);
+        assert_eq!(both(&bpe, b"abb"), [97, 301]);
+        assert_eq!(both(&bpe, b"xab"), [120, 303]);
+        assert_eq!(both(&bpe, b"aaaaab"), [302, 303]);
+        let mut out = Vec::new();
+        bpe.encode(b"ba", &mut out);
+        bpe.encode(b"aaaa", &mut out);
+        assert_eq!(out, [98, 97, 302]);
+    }
+
+    #[test]
+    fn long_pieces_take_the_heap_path() {
+        let bpe = toy();
+        let piece = vec![b'a'; 4 * SMALL + 1];
+        let mut out = Vec::new();
+        bpe.encode(&piece, &mut out);
+        let mut expected = vec![302; SMALL];
+        expected.push(97);
+        assert_eq!(out, expected);
+        let short = &piece[..SMALL];
+        assert_eq!(both(&bpe, short).len(), SMALL / 4);
+    }
+
+    #[test]
+    fn whole_tokens_win_with_ignore_merges() {
+        let mut byte_ids = [0u32; 256];
+        for (i, id) in byte_ids.iter_mut().enumerate() {
+            *id = i as u32;
+        }
+        let whole = vec![(b"abc".to_vec().into_boxed_slice(), 500)];
+        let bpe = Bpe::new(byte_ids, [], whole, true);
+        let mut out = Vec::new();
+        bpe.encode(b"abc", &mut out);
+        bpe.encode(b"abd", &mut out);
+        assert_eq!(out, [500, 97, 98, 100]);
+    }
+}
