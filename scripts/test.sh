@@ -14,6 +14,17 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+step "Debian packages the tests use: promtool (prometheus), haproxy"
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
 step "a real libzmq peer for the ZMQ interoperability tests (pyzmq)"
 PYZMQ_VENV=${KVROUTE_PYZMQ_VENV:-$HOME/.cache/kvroute/pyzmq}
 if ! "$PYZMQ_VENV/bin/python" -c 'import zmq' 2>/dev/null; then

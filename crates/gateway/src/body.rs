@@ -124,6 +124,10 @@ pub struct TrackedBody {
     pending: Option<Bytes>,
     done: bool,
     metrics: Arc<RouterMetrics>,
+    /// When the router received the request, and the engine's status code:
+    /// the router-side TTFT and duration histograms.
+    started: std::time::Instant,
+    code: u16,
 }
 
 impl TrackedBody {
@@ -138,6 +142,8 @@ impl TrackedBody {
         timeout: BodyTimeout,
         first: Option<Bytes>,
         metrics: Arc<RouterMetrics>,
+        started: std::time::Instant,
+        code: u16,
     ) -> TrackedBody {
         let now = Instant::now();
         let first_deadline = match timeout {
@@ -146,6 +152,9 @@ impl TrackedBody {
         };
         if first.is_some() {
             guard.first_token();
+            if sse {
+                metrics.ttft(code, started.elapsed().as_secs_f64());
+            }
         }
         TrackedBody {
             inner,
@@ -160,6 +169,8 @@ impl TrackedBody {
             pending: first,
             done: false,
             metrics,
+            started,
+            code,
         }
     }
 
@@ -178,6 +189,8 @@ impl TrackedBody {
         };
         self.finish(outcome);
         self.done = true;
+        self.metrics
+            .e2e(self.code, self.started.elapsed().as_secs_f64());
     }
 
     /// End the body after a failure: an SSE stream gets an error event, a
@@ -245,6 +258,10 @@ impl Body for TrackedBody {
                             this.seen_data = true;
                             if let Some(g) = this.guard.as_mut() {
                                 g.first_token();
+                            }
+                            if this.sse {
+                                this.metrics
+                                    .ttft(this.code, this.started.elapsed().as_secs_f64());
                             }
                         }
                         this.ends_with_newline = data.ends_with(b"\n");

@@ -47,6 +47,8 @@ use std::sync::Arc;
 
 type Label1 = [(&'static str, &'static str); 1];
 type InstanceLabel = [(&'static str, String); 1];
+type CodeLabel = [(&'static str, u16); 1];
+type HttpLabels = [(&'static str, String); 3];
 
 /// The router's metrics.
 #[derive(Debug)]
@@ -58,6 +60,14 @@ pub struct RouterMetrics {
     retries: Counter,
     errors: Family<Label1, Counter>,
     kv_lag: Family<InstanceLabel, Histogram, fn() -> Histogram>,
+    ttft: Family<CodeLabel, Histogram, fn() -> Histogram>,
+    e2e: Family<CodeLabel, Histogram, fn() -> Histogram>,
+    http: Family<HttpLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~9 min.
+    Histogram::new(exponential_buckets(1e-3, 2.0, 20))
 }
 
 fn lag_histogram() -> Histogram {
@@ -104,6 +114,28 @@ impl RouterMetrics {
             "KV-event batch lag: arrival time minus the engine's batch timestamp",
             kv_lag.clone(),
         );
+        let ttft = Family::<CodeLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "kvroute_time_to_first_token_seconds",
+            "Routed completions: from the router receiving the request to the first token passing it, by the engine's status code",
+            ttft.clone(),
+        );
+        let e2e = Family::<CodeLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "kvroute_request_duration_seconds",
+            "Routed completions: from the router receiving the request to the last byte of the answer, by the engine's status code",
+            e2e.clone(),
+        );
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "kvroute_http_requests",
+            "Requests the router answered, by method, route and status code",
+            http.clone(),
+        );
         registry.register_collector(Box::new(StateCollector { policy, dispatcher }));
         RouterMetrics {
             registry,
@@ -113,6 +145,9 @@ impl RouterMetrics {
             retries,
             errors,
             kv_lag,
+            ttft,
+            e2e,
+            http,
         }
     }
 
@@ -141,6 +176,28 @@ impl RouterMetrics {
             .observe(lag_secs);
     }
 
+    /// A routed completion's first token passed the router `secs` after
+    /// the request arrived.
+    pub(crate) fn ttft(&self, code: u16, secs: f64) {
+        self.ttft.get_or_create(&[("code", code)]).observe(secs);
+    }
+
+    /// A routed completion's answer ended `secs` after the request arrived.
+    pub(crate) fn e2e(&self, code: u16, secs: f64) {
+        self.e2e.get_or_create(&[("code", code)]).observe(secs);
+    }
+
+    /// The router answered a request.
+    pub(crate) fn http(&self, method: &str, route: &'static str, code: u16) {
+        self.http
+            .get_or_create(&[
+                ("method", method.to_string()),
+                ("route", route.to_string()),
+                ("code", code.to_string()),
+            ])
+            .inc();
+    }
+
     /// Total errors of `kind` so far.
     pub fn errors(&self, kind: &'static str) -> u64 {
         self.errors.get(&[("kind", kind)]).map_or(0, |c| c.get())
@@ -156,7 +213,7 @@ impl RouterMetrics {
         self.policy
     }
 
-    /// The page in the Prometheus text format.
+    /// The page in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -164,6 +221,65 @@ impl RouterMetrics {
         }
         out
     }
+
+    /// The page in the Prometheus text format 0.0.4 (what `promtool check
+    /// metrics` and scrapers without OpenMetrics support read).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+
+    /// The page in the format an `Accept` header asks for, and its content type.
+    pub fn negotiate(&self, accept: Option<&str>) -> (String, &'static str) {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (
+                self.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        } else {
+            (
+                self.render_text(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+    }
+}
+
+/// OpenMetrics text → Prometheus text 0.0.4: counters are named after their
+/// `_total` samples, `# UNIT` and `# EOF` lines and `_created` samples go.
+pub(crate) fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, "counter")) = rest.split_once(' ') {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))
+        {
+            let (kind, body) = rest;
+            let (name, tail) = body.split_once(' ').unwrap_or((body, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        let sample = line.split(['{', ' ']).next().unwrap_or("");
+        if !line.starts_with('#') && sample.ends_with("_created") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Per-instance series, read at scrape time.

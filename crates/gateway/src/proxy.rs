@@ -71,6 +71,17 @@ struct Held {
     decision: Decision,
 }
 
+/// Where a routed request went, attached to its response for the access log.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The engine's URL.
+    pub engine: Arc<str>,
+    /// Prompt tokens predicted cached there.
+    pub cached_tokens: u32,
+    /// The request id sent upstream.
+    pub request_id: HeaderValue,
+}
+
 /// Which endpoints a listener answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
@@ -116,11 +127,14 @@ impl Gateway {
             (&Method::POST, "/v1/chat/completions") if api => {
                 self.inference(ApiKind::ChatCompletions, req).await
             }
-            (&Method::GET, "/metrics") if internal => self.text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.render(),
-            ),
+            (&Method::GET, "/metrics") if internal => {
+                let accept = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (page, content_type) = self.metrics.negotiate(accept);
+                self.text(StatusCode::OK, content_type, page)
+            }
             _ if internal && (path == "/admin" || path.starts_with("/admin/")) => {
                 crate::admin::handle(&self, req).await
             }
@@ -410,6 +424,7 @@ impl Gateway {
             } else {
                 BodyTimeout::Deadline(deadline)
             };
+            let code = parts.status.as_u16();
             let body = TrackedBody::new(
                 body,
                 guard,
@@ -418,8 +433,15 @@ impl Gateway {
                 timeout,
                 first,
                 Arc::clone(&self.metrics),
+                started,
+                code,
             );
             let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
+            out.extensions_mut().insert(RouteInfo {
+                engine: Arc::clone(&up.name_arc()),
+                cached_tokens: route_req.blocks_to_tokens(decision.cached_blocks),
+                request_id: request_id.clone(),
+            });
             self.decorate(out.headers_mut(), up, &decision, &route_req, request_id);
             return out;
         }

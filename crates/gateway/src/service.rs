@@ -5,7 +5,7 @@
 
 use crate::body::ProxyBody;
 use crate::gateway::Gateway;
-use crate::proxy::Surface;
+use crate::proxy::{RouteInfo, Surface};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -61,13 +61,34 @@ impl Service<Request<Incoming>> for RouterService {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gw = Arc::clone(&self.gateway);
         let surface = self.surface;
-        Box::pin(async move { Ok(gw.handle_on(surface, req).await) })
+        Box::pin(async move {
+            let method = req.method().clone();
+            let route = route_label(req.uri().path());
+            let resp = Arc::clone(&gw).handle_on(surface, req).await;
+            gw.metrics()
+                .http(method.as_str(), route, resp.status().as_u16());
+            Ok(resp)
+        })
     }
 }
 
-/// Logs each request (method, path, status, time to response headers) at
-/// `debug` level (5xx at `info`) when `debug` is enabled; otherwise costs
-/// nothing but the boxing. Failures are logged where they happen anyway.
+/// A bounded label for a request path (the router's routes, or "other").
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/completions" => "/v1/completions",
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/models" => "/v1/models",
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        p if p == "/admin" || p.starts_with("/admin/") => "/admin",
+        _ => "other",
+    }
+}
+
+/// The access log: every routed completion at `info` (method, path, status,
+/// time to response headers, the client's `x-request-id`, the engine chosen
+/// and the prompt tokens predicted cached there); other requests at `debug`
+/// (5xx at `info`). Costs nothing but the boxing when neither level is on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AccessLogLayer;
 
@@ -124,7 +145,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !tracing::enabled!(tracing::Level::DEBUG) {
+        if !tracing::enabled!(tracing::Level::INFO) {
             return Box::pin(self.inner.call(req));
         }
         let method = req.method().clone();
@@ -136,10 +157,15 @@ where
             if let Ok(resp) = &r {
                 let status = resp.status().as_u16();
                 let micros = start.elapsed().as_micros() as u64;
-                if status >= 500 {
-                    tracing::info!(%method, %path, status, micros, "request");
-                } else {
-                    tracing::debug!(%method, %path, status, micros, "request");
+                match resp.extensions().get::<RouteInfo>() {
+                    Some(route) => {
+                        let request_id = route.request_id.to_str().unwrap_or("?");
+                        tracing::info!(%method, %path, status, micros, request_id, engine = %route.engine, cached_tokens = route.cached_tokens, "request");
+                    }
+                    None if status >= 500 => {
+                        tracing::info!(%method, %path, status, micros, "request");
+                    }
+                    None => tracing::debug!(%method, %path, status, micros, "request"),
                 }
             }
             r

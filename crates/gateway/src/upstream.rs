@@ -14,6 +14,7 @@ use kvroute_routing::Dispatcher;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use tokio::task::AbortHandle;
 
 /// An engine's base URL: `http://host:port`, no path.
@@ -228,7 +229,7 @@ pub type Engine = kvroute_routing::Instance<Upstream>;
 pub struct Upstream {
     id: InstanceId,
     url: BaseUrl,
-    name: String,
+    name: Arc<str>,
     header: HeaderValue,
     kv_events: Option<Endpoint>,
     replay: Option<String>,
@@ -270,7 +271,7 @@ impl Upstream {
         kv_events: Option<Endpoint>,
         replay: Option<String>,
     ) -> Upstream {
-        let name = url.to_string();
+        let name: Arc<str> = Arc::from(url.to_string());
         let header =
             HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         Upstream {
@@ -306,6 +307,11 @@ impl Upstream {
     /// Its name: the base URL as text.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The name as a header value (`x-kvroute-instance`).

@@ -241,9 +241,34 @@ async fn models_health_metrics_and_other_paths() {
         "kvroute_predicted_cached_tokens_total{worker=",
         "kvroute_engine_prefix_cache_hits_total{worker=",
         "kvroute_kv_event_gaps_total{worker=",
+        "kvroute_request_duration_seconds_bucket{le=",
+        "kvroute_http_requests_total{",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    assert_eq!(
+        page.header("content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(!text.contains("# EOF") && !text.contains("_created"));
+    assert!(
+        text.contains("# TYPE kvroute_retries_total counter"),
+        "{text}"
+    );
+    promtool_check(text);
+    // OpenMetrics on request.
+    let om = send(
+        &c,
+        "GET",
+        &r.url("/metrics"),
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+        "",
+    )
+    .await;
+    assert!(om
+        .header("content-type")
+        .starts_with("application/openmetrics-text"));
+    assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
     r.shutdown().await;
 
     let mut cfg = config("round_robin", &[&a]);
@@ -328,4 +353,40 @@ async fn engine_metrics_are_polled_into_the_dispatcher() {
         2048
     );
     r.shutdown().await;
+}
+
+/// `promtool check metrics` on a page (Prometheus' own linter, from the
+/// Debian package; required in CI, skipped without it elsewhere).
+fn promtool_check(page: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs promtool (Debian package prometheus; scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: promtool not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }
