@@ -51,7 +51,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
     /// Engine profile: built-in name or TOML file.
-    #[arg(long, default_value = "llama3.2-3b-rtx5080")]
+    #[arg(long, default_value = "llama3.2-3b-rtx5080-x2")]
     pub profile: String,
     /// Directory feed: exact (engine KV events) or predicted (routing).
     #[arg(long, default_value = "exact")]

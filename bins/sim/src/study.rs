@@ -42,7 +42,7 @@ pub struct StudyArgs {
     #[arg(long, default_value = "vllm-cpu-tiny")]
     profile: String,
     /// A second profile for study 1 ("none" to skip): the seed's GPU setup.
-    #[arg(long, default_value = "llama3.2-3b-rtx5080")]
+    #[arg(long, default_value = "llama3.2-3b-rtx5080-x2")]
     alt_profile: String,
     /// Where CSVs and figures go.
     #[arg(long, default_value = "results/study")]
