@@ -27,6 +27,13 @@ pub fn fragment() -> impl Strategy<Value = String> {
             "|>",
             "<|begin_of_text|>",
             "<|eot_id|>",
+            "<|strip|>",
+            " <|strip|>  ",
+            "cat",
+            " cat ",
+            "cats",
+            "_cat",
+            "\u{e9}cat",
         ])
         .prop_map(str::to_owned),
         // Whitespace runs.
@@ -176,6 +183,22 @@ proptest! {
                 hf.encode_with(&text, add).unwrap(),
                 "add_special_tokens = {}", add
             );
+        }
+    }
+
+    /// `encode_prefix` with the BOS-adding post-processor: the head of the
+    /// full encoding, the BOS counted.
+    #[test]
+    fn llama3_like_prefix_is_the_head(text in text(), cap in 0..40usize, ignore_merges in any::<bool>()) {
+        let (fast, hf) = llama3(ignore_merges);
+        let full = hf.encode_with(&text, true).unwrap();
+        for tok in [fast, hf] {
+            let p = tok.encode_prefix(&text, true, cap).unwrap();
+            prop_assert_eq!(&p.ids[..], &full[..p.ids.len()]);
+            prop_assert_eq!(p.complete, p.ids.len() == full.len());
+            if tok.uses_fast_path() {
+                prop_assert_eq!(p.ids.len(), cap.min(full.len()));
+            }
         }
     }
 }

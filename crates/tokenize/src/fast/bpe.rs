@@ -36,12 +36,15 @@ thread_local! {
     static PIECES: RefCell<PieceCache> = RefCell::new(PieceCache::default());
 }
 
-/// Recently merged pieces: hash → (bytes, ids), emptied when full or when
-/// another model is used.
+/// A merged piece: its bytes and ids.
+type Merged = (Box<[u8]>, Box<[u32]>);
+
+/// Recently merged pieces by hash, emptied when full or when another model
+/// is used.
 #[derive(Default)]
 struct PieceCache {
     model: u64,
-    map: HashMap<u64, (Box<[u8]>, Box<[u32]>), BuildHasherDefault<PairHasher>>,
+    map: HashMap<u64, Merged, BuildHasherDefault<PairHasher>>,
 }
 
 /// A hasher for the `u64` pair keys: one multiply, well mixed in the high

@@ -150,8 +150,9 @@ pub fn rag_entries() -> Vec<RagEntry> {
 
 /// A small tokenizer.json shaped like Llama-3's: byte-level BPE with the
 /// Llama-3 split regex (digits in threes), `ignore_merges`, no normalizer,
-/// `<|begin_of_text|>` added by a `TemplateProcessing` post-processor, and
-/// a few special tokens. Its merges are those of `train`'s most frequent
+/// `<|begin_of_text|>` added by a `TemplateProcessing` post-processor, a few
+/// special tokens, and two added tokens with matching rules: `<|strip|>`
+/// (`lstrip` and `rstrip`) and `cat` (`single_word`). Its merges are those of `train`'s most frequent
 /// adjacent pairs, learnt greedily so that they chain into longer tokens.
 pub fn llama3_like_json(train: &str, merges: usize, ignore_merges: bool) -> String {
     use std::collections::HashMap;
@@ -217,7 +218,7 @@ pub fn llama3_like_json(train: &str, merges: usize, ignore_merges: bool) -> Stri
         "<|eot_id|>",
         "<|start_header_id|>",
     ];
-    let added: Vec<serde_json::Value> = specials
+    let mut added: Vec<serde_json::Value> = specials
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -225,6 +226,15 @@ pub fn llama3_like_json(train: &str, merges: usize, ignore_merges: bool) -> Stri
                 "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
+    let next = n + specials.len();
+    added.push(
+        serde_json::json!({"id": next, "content": "<|strip|>", "single_word": false,
+        "lstrip": true, "rstrip": true, "normalized": false, "special": false}),
+    );
+    added.push(
+        serde_json::json!({"id": next + 1, "content": "cat", "single_word": true,
+        "lstrip": false, "rstrip": false, "normalized": false, "special": false}),
+    );
     let vocab_json: serde_json::Map<String, serde_json::Value> = vocab
         .iter()
         .enumerate()
