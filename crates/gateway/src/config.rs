@@ -129,6 +129,10 @@ pub struct HashingConfig {
     /// remember, so a chat turn only tokenizes its new messages; 0 turns the
     /// cache off. The ids are the same either way.
     pub tokenize_cache_tokens: usize,
+    /// Prompt tokens hashed at most: a longer prompt is tokenized only this
+    /// far (its length past it estimated), since the directory cannot match
+    /// more. Bounds the work a huge request costs.
+    pub max_hashed_tokens: usize,
 }
 
 impl Default for HashingConfig {
@@ -139,7 +143,8 @@ impl Default for HashingConfig {
             seed: VLLM_DEFAULT_SEED.to_string(),
             tokenizer: None,
             chat_template: None,
-            tokenize_cache_tokens: kvroute_workload::DEFAULT_SEGMENT_CACHE_TOKENS,
+            tokenize_cache_tokens: kvroute_tokenize::DEFAULT_SEGMENT_CACHE_TOKENS,
+            max_hashed_tokens: 128 * 1024,
         }
     }
 }
@@ -414,6 +419,12 @@ impl RouterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.hashing.block_size == 0 {
             return Err(invalid("hashing.block_size", "must be at least 1"));
+        }
+        if self.hashing.max_hashed_tokens < self.hashing.block_size {
+            return Err(invalid(
+                "hashing.max_hashed_tokens",
+                "must be at least one block",
+            ));
         }
         let secs = [
             ("metrics_interval_secs", self.metrics_interval_secs, 0.0),

@@ -8,7 +8,7 @@
 //!   generation prompt, as vLLM does) → the tokenizer with
 //!   `add_special_tokens = false` (the template already wrote them). Without
 //!   a template, chat requests are rendered with
-//!   [`kvroute_workload::render_flat`] (`"User: …\n\nAssistant: …\n\nAssistant:"`),
+//!   [`kvroute_tokenize::render_flat`] (`"User: …\n\nAssistant: …\n\nAssistant:"`),
 //!   which keeps turn *k* a prefix of turn *k + 1*, so affinity works, but
 //!   the tokens are not the engine's.
 //!
@@ -18,14 +18,24 @@
 //! predicted mode; never equal to an engine's block hashes, so exact mode
 //! needs the real tokenizer.
 //!
+//! Only what routing needs is tokenized: block hashes cover full blocks, and
+//! the directory can match no more than `hashing.max_hashed_tokens` (default
+//! 128 Ki tokens, the longest context of the common models). A text longer
+//! than that many bytes (a token covers at least one byte) is tokenized only
+//! up to the cap — the ids are exactly the full encoding's first ones — and
+//! its length is estimated from the part encoded, so a 30 MB prompt costs as
+//! much as a 128k-token one, not 200 times more. Shorter texts go through
+//! the tokenizer whole, with its piece cache.
+//!
 //! The tokenizer and the compiled template are loaded once and shared; the
-//! hasher is built once. Encoding runs on the request's task: a HF tokenizer
-//! costs tens of microseconds per kilobyte of text.
+//! hasher is built once. Encoding runs on the request's task (long texts on
+//! the blocking pool): the fast byte-level BPE path costs well under 50 µs
+//! per kilobyte.
 
 use crate::config::HashingConfig;
 use crate::request::{PromptInput, RequestError};
 use kvroute_core::{BlockHash, BlockHasher};
-use kvroute_workload::{render_flat, ChatTemplate, Tokenizer};
+use kvroute_tokenize::{render_flat, ChatTemplate, Tokenizer};
 use std::borrow::Cow;
 
 /// Turns prompts into tokens and block hashes.
@@ -34,6 +44,8 @@ pub struct PromptEncoder {
     tokenizer: Option<Tokenizer>,
     template: Option<ChatTemplate>,
     hasher: BlockHasher,
+    /// Prompt tokens hashed at most.
+    max_tokens: usize,
 }
 
 /// The tokenizer, template or hasher could not be set up.
@@ -41,7 +53,7 @@ pub struct PromptEncoder {
 pub enum EncoderError {
     /// Loading the tokenizer or the template failed.
     #[error(transparent)]
-    Load(#[from] kvroute_workload::WorkloadError),
+    Load(#[from] kvroute_tokenize::TokenizeError),
     /// A zero block size.
     #[error(transparent)]
     BlockSize(#[from] kvroute_core::ZeroBlockSize),
@@ -70,6 +82,7 @@ impl PromptEncoder {
             tokenizer,
             template,
             hasher,
+            max_tokens: c.max_hashed_tokens.max(1),
         })
     }
 
@@ -83,7 +96,14 @@ impl PromptEncoder {
             tokenizer,
             template,
             hasher,
+            max_tokens: usize::MAX,
         }
+    }
+
+    /// Hash at most `tokens` prompt tokens.
+    pub fn with_max_tokens(mut self, tokens: usize) -> PromptEncoder {
+        self.max_tokens = tokens.max(1);
+        self
     }
 
     /// The block hasher.
@@ -96,11 +116,20 @@ impl PromptEncoder {
         self.tokenizer.is_some()
     }
 
-    /// The prompt's token ids.
-    pub fn tokens<'a>(&self, prompt: &'a PromptInput<'_>) -> Result<Cow<'a, [u32]>, RequestError> {
+    /// The prompt's leading token ids — all of them up to the cap — and the
+    /// prompt's length in tokens (estimated past the cap).
+    pub fn tokens<'a>(
+        &self,
+        prompt: &'a PromptInput<'_>,
+    ) -> Result<(Cow<'a, [u32]>, u32), RequestError> {
         match prompt {
-            PromptInput::Tokens(t) => Ok(Cow::Borrowed(t.as_slice())),
-            PromptInput::Text(text) => self.encode_text(text, true).map(Cow::Owned),
+            PromptInput::Tokens(t) => {
+                let n = u32::try_from(t.len()).unwrap_or(u32::MAX);
+                Ok((Cow::Borrowed(&t[..t.len().min(self.max_tokens)]), n))
+            }
+            PromptInput::Text(text) => self
+                .encode_text(text, true)
+                .map(|(t, n)| (Cow::Owned(t), n)),
             PromptInput::Chat(messages) => {
                 let text = match &self.template {
                     Some(t) => t
@@ -108,24 +137,46 @@ impl PromptEncoder {
                         .map_err(|e| RequestError::Tokenize(e.to_string()))?,
                     None => render_flat(messages),
                 };
-                self.encode_text(&text, false).map(Cow::Owned)
+                self.encode_text(&text, false)
+                    .map(|(t, n)| (Cow::Owned(t), n))
             }
         }
     }
 
-    /// Token ids and the hashes of their full blocks.
+    /// The prompt's length in tokens (estimated past the cap) and the
+    /// hashes of its full blocks (up to the cap).
     pub fn encode(&self, prompt: &PromptInput<'_>) -> Result<(u32, Vec<BlockHash>), RequestError> {
-        let tokens = self.tokens(prompt)?;
-        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        let (tokens, n) = self.tokens(prompt)?;
         Ok((n, self.hasher.hash_blocks(&tokens)))
     }
 
-    fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, RequestError> {
+    fn encode_text(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, u32), RequestError> {
+        let count = |t: &Vec<u32>| u32::try_from(t.len()).unwrap_or(u32::MAX);
         match &self.tokenizer {
-            Some(t) => t
-                .encode_with(text, add_special_tokens)
-                .map_err(|e| RequestError::Tokenize(e.to_string())),
-            None => Ok(pseudo_tokens(text)),
+            // A token covers at least a byte: a text this short fits the cap whole.
+            Some(t) if text.len() <= self.max_tokens => {
+                let ids = t
+                    .encode_with(text, add_special_tokens)
+                    .map_err(|e| RequestError::Tokenize(e.to_string()))?;
+                let n = count(&ids);
+                Ok((ids, n))
+            }
+            Some(t) => {
+                let head = t
+                    .encode_prefix(text, add_special_tokens, self.max_tokens)
+                    .map_err(|e| RequestError::Tokenize(e.to_string()))?;
+                Ok((head.ids, head.estimated_total))
+            }
+            None => {
+                let mut ids = pseudo_tokens(text);
+                let n = count(&ids);
+                ids.truncate(self.max_tokens);
+                Ok((ids, n))
+            }
         }
     }
 }
@@ -151,7 +202,7 @@ pub fn pseudo_tokens(text: &str) -> Vec<u32> {
 mod tests {
     use super::*;
     use kvroute_core::HashAlgo;
-    use kvroute_workload::ChatMessage;
+    use kvroute_tokenize::ChatMessage;
 
     fn encoder() -> PromptEncoder {
         PromptEncoder::new(None, None, BlockHasher::new(HashAlgo::Xxh3, 4).unwrap())
@@ -181,6 +232,18 @@ mod tests {
         // Only the block holding turn 1's zero-padded last pseudo-token may differ.
         let n = h1.len() - 1;
         assert_eq!(h1[..n], h2[..n]);
+    }
+
+    #[test]
+    fn hashing_stops_at_the_cap_and_the_length_is_kept() {
+        let e = encoder().with_max_tokens(8);
+        let toks: Vec<u32> = (0..100).collect();
+        let (n, h) = e.encode(&PromptInput::Tokens(toks)).unwrap();
+        assert_eq!((n, h.len()), (100, 2));
+        let (n, h) = e
+            .encode(&PromptInput::Text("x".repeat(400).into()))
+            .unwrap();
+        assert_eq!((n, h.len()), (100, 2));
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! `tests/prop_request.rs`).
 
 use http::StatusCode;
-use kvroute_workload::ChatMessage;
+use kvroute_tokenize::ChatMessage;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

@@ -9,7 +9,7 @@ use kvroute_emulator::{spawn_on, EmulatorConfig};
 use kvroute_gateway::{InstanceConfig, PromptInput};
 use kvroute_kvevents::Endpoint;
 use kvroute_sim::Profile;
-use kvroute_workload::{ChatMessage, ChatTemplate, Tokenizer};
+use kvroute_tokenize::{ChatMessage, ChatTemplate, Tokenizer};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

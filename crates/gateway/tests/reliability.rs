@@ -376,7 +376,7 @@ fn batch(events: Vec<KvEvent>) -> EventBatch {
 /// publishing KV events to `kv` when given.
 async fn emulated(ports: &[u16], kv: Option<&[u16]>) -> Vec<kvroute_emulator::Running> {
     let tokenizer = Arc::new(
-        kvroute_workload::Tokenizer::from_file(
+        kvroute_tokenize::Tokenizer::from_file(
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../../datasets/tokenizers/qwen3/tokenizer.json.gz"),
         )
@@ -569,5 +569,46 @@ async fn r9_internal_endpoints_and_addresses_stay_internal() {
     // The API is not served on the admin listener.
     let api = post(&c, &admin_url("/v1/completions"), &completion("x", false)).await;
     assert_eq!(api.status, 404);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_a_huge_legal_prompt_costs_only_what_routing_needs() {
+    let a = backend(Behavior::default()).await;
+    let mut cfg = config("cache_affinity", &[&a]);
+    cfg.hashing.tokenizer = Some(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../datasets/tokenizers/qwen3/tokenizer.json.gz"),
+    );
+    cfg.hashing.block_size = 16;
+    cfg.hashing.max_hashed_tokens = 32 * 1024;
+    let r = router(cfg).await;
+    // 30 MB of text, under the 32 MiB body limit.
+    let text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(480_000);
+    assert!(text.len() > 29_000_000);
+    let body = serde_json::json!({"model": "m", "prompt": text, "max_tokens": 4}).to_string();
+    let c = client();
+    let t0 = std::time::Instant::now();
+    let ans = post(&c, &r.url("/v1/completions"), &body).await;
+    let took = t0.elapsed();
+    assert_eq!(ans.status, 200, "{}", ans.text());
+    // Hashed up to the cap; the length estimated from the part encoded.
+    let routed = r.gw.dispatcher().instance(InstanceId(0)).unwrap();
+    let prompt_tokens = routed
+        .counters
+        .prompt_tokens
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (4_000_000..10_000_000).contains(&prompt_tokens),
+        "{prompt_tokens} tokens estimated for 30 MB of English"
+    );
+    assert_eq!(
+        r.gw.dispatcher().directory().instance_blocks(InstanceId(0)),
+        32 * 1024 / 16,
+        "blocks recorded up to the cap"
+    );
+    // A bound generous enough for a debug build on a busy machine; without
+    // the cap this took over a minute in a release build.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
     r.shutdown().await;
 }
