@@ -32,7 +32,8 @@ pub enum Reason {
     Spill,
     /// The instance with the longest cached prefix.
     CacheHit,
-    /// No instance held any of the prefix.
+    /// No instance held any of the prefix (or, for policies that look past
+    /// a prefix most traffic shares, any of the prompt beyond it).
     CacheMiss,
     /// Highest score of a weighted formula.
     BestScore,

@@ -9,7 +9,8 @@ hashes computed with a [`BlockHasher`] configured like the engines — and asks 
 [`Policy`] to [`pick`](Policy::pick) an instance given a [`ClusterView`]: the
 eligible instances, each one's [`InstanceLoad`], and each one's prefix
 [`Overlap`] with the prompt. The answer is a [`Decision`] naming the instance,
-the blocks it is believed to hold, and a [`Reason`].
+the blocks it is believed to hold, and a [`Reason`]; [`Policy::explain`]
+lists the candidates it weighed ([`CandidateScore`]).
 
 Two decisions shape the crate:
 
@@ -37,6 +38,7 @@ assert_eq!(hasher.hash_blocks(&tokens), vec![BlockHash(15778777955027974201)]);
 
 pub use crate::decision::{Decision, Reason};
 pub use crate::event::KvEvent;
+pub use crate::explain::{CandidateScore, Term};
 pub use crate::hash::{
     BlockHasher, ChainDigest, HashAlgo, UnknownHashAlgo, ZeroBlockSize, VLLM_DEFAULT_SEED,
 };
@@ -50,6 +52,7 @@ pub use crate::view::StaticView;
 
 mod decision;
 mod event;
+mod explain;
 mod hash;
 mod ids;
 mod load;

@@ -8,6 +8,7 @@
 //! never need to downcast to reach a particular policy.
 
 use crate::decision::Decision;
+use crate::explain::CandidateScore;
 use crate::ids::{BlockHash, InstanceId, RequestId};
 use crate::load::InstanceLoad;
 use crate::request::RouteRequest;
@@ -84,6 +85,9 @@ pub struct Completion {
     pub instance: InstanceId,
     /// How it ended.
     pub outcome: Outcome,
+    /// Time from routing to the first token, on the router's clock (`None`:
+    /// no token came).
+    pub ttft: Option<Nanos>,
 }
 
 /// Why no decision could be made.
@@ -101,6 +105,16 @@ pub trait Policy: Send + Sync + fmt::Debug {
 
     /// Choose an instance for `req`. Must return one of `view.instances()`.
     fn pick(&self, req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError>;
+
+    /// The candidates `pick` would weigh for `req`, each with its matched
+    /// blocks, the named terms and the score it ranks by (higher preferred).
+    /// Side-effect free: no rotation advances, no random number is drawn, no
+    /// state changes, so it can be called at any time (logs, admin API)
+    /// without changing later decisions. Empty for a policy that does not
+    /// explain itself.
+    fn explain(&self, _req: &RouteRequest, _view: &dyn ClusterView) -> Vec<CandidateScore> {
+        Vec::new()
+    }
 
     /// Whether the policy reads the cache directory. A policy that does not
     /// (load-only) spares the caller every directory read and write for its

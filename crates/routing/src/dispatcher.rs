@@ -7,8 +7,9 @@
 //!                        directory.record_routed (predicted mode, policies that
 //!                        read the directory), policy.on_routed
 //!            ─▶ Routed { decision, guard }
-//! guard.first_token()  ─▶ pending prefill −= uncached tokens
-//! guard.finish(outcome) or drop(guard) ─▶ in-flight −= 1, policy.on_completed
+//! guard.first_token()  ─▶ pending prefill −= uncached tokens; TTFT noted (dispatcher's clock)
+//! guard.finish(outcome) or drop(guard) ─▶ in-flight −= 1, policy.on_completed{.., ttft}
+//! explain(req)         ─▶ the same view, Policy::explain (nothing accounted, nothing changes)
 //! ```
 //!
 //! The guard is the only way load goes down, and dropping it is enough: a
@@ -19,8 +20,8 @@
 
 use crate::instance::{EngineGauges, Health, Instance, InstanceState, InstanceTable};
 use kvroute_core::{
-    BlockHash, Clock, ClusterView, Completion, Decision, InstanceId, InstanceLoad, Nanos, Outcome,
-    Overlap, PickError, Policy, RouteRequest,
+    BlockHash, CandidateScore, Clock, ClusterView, Completion, Decision, InstanceId, InstanceLoad,
+    Nanos, Outcome, Overlap, PickError, Policy, RouteRequest,
 };
 use kvroute_directory::{Directory, Mode};
 use parking_lot::RwLock;
@@ -275,9 +276,30 @@ impl<X> Dispatcher<X> {
                 request: req.id,
                 pending_prefill: prefill,
                 predicted,
+                clock: Arc::clone(&self.clock),
+                routed_at: now,
+                ttft: None,
                 ended: false,
             },
         })
+    }
+
+    /// The candidates the policy would weigh for `req` among the eligible
+    /// instances, with their matched blocks, terms and scores
+    /// ([`Policy::explain`]). Read-only: nothing is accounted or predicted,
+    /// and later decisions are the same as if it had not been called.
+    pub fn explain(&self, req: &RouteRequest) -> Vec<CandidateScore> {
+        let now = self.clock.now();
+        let table = self.table.read();
+        let view = View {
+            table: &table,
+            eligible: &table.eligible,
+            directory: &self.directory,
+            now,
+            prompt: &req.block_hashes,
+            prompt_overlap: OnceCell::new(),
+        };
+        self.policy.explain(req, &view)
     }
 
     /// Set how `id`'s directory entries are fed.
@@ -303,6 +325,9 @@ pub struct InflightGuard<X = ()> {
     /// back if the request fails before the engine produced anything (the
     /// engine never cached them), forgotten at the first token.
     predicted: Vec<BlockHash>,
+    clock: Arc<dyn Clock>,
+    routed_at: Nanos,
+    ttft: Option<Nanos>,
     ended: bool,
 }
 
@@ -318,9 +343,22 @@ impl<X> InflightGuard<X> {
     }
 
     /// The first token arrived: the prompt's prefill is no longer pending
-    /// (and its blocks are in the engine's cache).
+    /// (and its blocks are in the engine's cache). The first call notes the
+    /// time to first token, reported to the policy when the request ends.
     pub fn first_token(&mut self) {
+        if self.ttft.is_none() && !self.ended {
+            self.ttft = Some(self.clock.now().saturating_sub(self.routed_at));
+        }
         self.predicted = Vec::new();
+        self.release_prefill();
+    }
+
+    /// Time to first token, once the first token has arrived.
+    pub fn ttft(&self) -> Option<Nanos> {
+        self.ttft
+    }
+
+    fn release_prefill(&mut self) {
         let p = std::mem::take(&mut self.pending_prefill);
         if p > 0 {
             self.instance.prefill_done(p);
@@ -341,7 +379,8 @@ impl<X> InflightGuard<X> {
             // The engine never produced a token: it did not cache the prompt.
             self.directory.retract(self.instance.id(), &self.predicted);
         }
-        self.first_token();
+        self.predicted = Vec::new();
+        self.release_prefill();
         self.instance.end();
         let c = &self.instance.counters;
         match outcome {
@@ -354,6 +393,7 @@ impl<X> InflightGuard<X> {
             request: self.request,
             instance: self.instance.id(),
             outcome,
+            ttft: self.ttft,
         });
     }
 }
