@@ -4,14 +4,23 @@
 //! Load-only baseline. Only the router's own in-flight count is used (always
 //! fresh, no polling); ties rotate so an idle cluster is still shared.
 
-use crate::select::{argmin_from, Rotor};
-use kvroute_core::{ClusterView, Decision, PickError, Policy, Reason, RouteRequest};
+use crate::registry::PolicySpec;
+use crate::select::{argmin_from, load_terms, Rotor};
+use kvroute_core::{
+    CandidateScore, ClusterView, Decision, PickError, Policy, Reason, RouteRequest,
+};
 use serde::{Deserialize, Serialize};
 
 /// `least_request` has no parameters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeastRequestConfig {}
+
+impl PolicySpec for LeastRequestConfig {
+    fn build(&self) -> Box<dyn Policy> {
+        Box::new(LeastRequest::new(self))
+    }
+}
 
 /// Fewest in-flight requests.
 #[derive(Debug, Default)]
@@ -46,6 +55,17 @@ impl Policy for LeastRequest {
             reason: Reason::LeastLoaded,
         })
     }
+
+    /// Every eligible instance; score = −in-flight (ties rotate).
+    fn explain(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Vec<CandidateScore> {
+        view.instances()
+            .iter()
+            .map(|&id| {
+                let l = view.load(id);
+                load_terms(CandidateScore::new(id, 0), &l).score(-f64::from(l.inflight))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +84,13 @@ mod tests {
             p.pick(&RouteRequest::default(), &v).unwrap().instance,
             InstanceId(1)
         );
+    }
+
+    #[test]
+    fn explain_scores_by_inflight() {
+        let v = StaticView::idle(2).with_inflight(0, 3);
+        let e = LeastRequest::default().explain(&RouteRequest::default(), &v);
+        assert_eq!((e[0].score, e[1].score), (-3.0, 0.0));
     }
 
     #[test]

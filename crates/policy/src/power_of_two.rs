@@ -7,8 +7,11 @@
 //! side, requests on the other) is a known peer bug this avoids by
 //! construction.
 
-use crate::select::load_key;
-use kvroute_core::{ClusterView, Decision, PickError, Policy, Reason, RouteRequest, SeededRng};
+use crate::registry::PolicySpec;
+use crate::select::{explain_by_load, load_key};
+use kvroute_core::{
+    CandidateScore, ClusterView, Decision, PickError, Policy, Reason, RouteRequest, SeededRng,
+};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of `power_of_two`.
@@ -22,6 +25,16 @@ pub struct PowerOfTwoConfig {
 impl Default for PowerOfTwoConfig {
     fn default() -> Self {
         PowerOfTwoConfig { seed: 0x5eed }
+    }
+}
+
+impl PolicySpec for PowerOfTwoConfig {
+    fn build(&self) -> Box<dyn Policy> {
+        Box::new(PowerOfTwo::new(self))
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -71,6 +84,13 @@ impl Policy for PowerOfTwo {
             cached_blocks: 0,
             reason,
         })
+    }
+
+    /// Every eligible instance with its load; score = −requests. Which two
+    /// are compared is drawn at pick time, so the explanation does not name
+    /// them (drawing here would change the next pick).
+    fn explain(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Vec<CandidateScore> {
+        explain_by_load(view)
     }
 }
 

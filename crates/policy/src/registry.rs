@@ -1,51 +1,50 @@
 //! [`PolicyConfig`]: every policy's configuration under one serde enum, and
 //! the factory that builds a policy from it (or from a `name:key=value,...`
 //! spec on a command line).
+//!
+//! One table drives everything: the `policies!` invocation at the bottom
+//! of this file lists each registry name with its enum variant and config
+//! type, and generates [`POLICY_NAMES`], the enum, [`PolicyConfig::name`]
+//! and the dispatch behind [`build`](PolicyConfig::build),
+//! [`with_seed`](PolicyConfig::with_seed) and
+//! [`with_engine_estimates`](PolicyConfig::with_engine_estimates). What a
+//! config does for those lives beside the policy, in its [`PolicySpec`]
+//! impl; whether a policy reads the cache directory is asked of the built
+//! policy ([`Policy::uses_directory`]). Adding a policy therefore takes its
+//! file (policy, config, `PolicySpec`), a `mod`/`pub use` pair in `lib.rs`
+//! and one line in the table.
 
 use crate::{
-    CacheAffinity, CacheAffinityConfig, DualMap, DualMapConfig, LeastRequest, LeastRequestConfig,
-    PowerOfTwo, PowerOfTwoConfig, PrebleE2, PrebleE2Config, PrefixHash, PrefixHashConfig,
-    RoundRobin, RoundRobinConfig, SglangCacheAware, SglangCacheAwareConfig, Weighted,
+    CacheAffinityConfig, DualMapConfig, DynamoKvConfig, LeastRequestConfig, LlmdEppConfig,
+    PowerOfTwoConfig, PrebleE2Config, PrefixHashConfig, RoundRobinConfig, SglangCacheAwareConfig,
     WeightedConfig,
 };
 use kvroute_core::Policy;
 use serde::{Deserialize, Serialize};
 
-/// The registry names, load-only first, then cache-aware, then the rows to beat.
-pub const POLICY_NAMES: &[&str] = &[
-    "round_robin",
-    "least_request",
-    "power_of_two",
-    "prefix_hash",
-    "cache_affinity",
-    "weighted",
-    "sglang_cache_aware",
-    "dualmap",
-    "preble_e2",
-];
+/// What the registry needs from a policy's configuration; implemented in
+/// each policy's file.
+pub trait PolicySpec {
+    /// Build the policy.
+    fn build(&self) -> Box<dyn Policy>;
 
-/// A policy and its parameters. In TOML:
-///
-/// ```toml
-/// [policy]
-/// name = "weighted"
-/// alpha = 1.0
-/// beta = 0.5
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum PolicyConfig {
-    RoundRobin(RoundRobinConfig),
-    LeastRequest(LeastRequestConfig),
-    PowerOfTwo(PowerOfTwoConfig),
-    PrefixHash(PrefixHashConfig),
-    CacheAffinity(CacheAffinityConfig),
-    Weighted(WeightedConfig),
-    SglangCacheAware(SglangCacheAwareConfig),
-    #[serde(rename = "dualmap")]
-    DualMap(DualMapConfig),
-    PrebleE2(PrebleE2Config),
+    /// Replace the RNG seed, for policies that draw random numbers.
+    fn set_seed(&mut self, _seed: u64) {}
+
+    /// Fill the parameters that estimate engine timings (prefill time per
+    /// token, time per output token) from `e`, where the configuration left
+    /// them unset. Parameters set explicitly are kept.
+    fn set_engine_estimates(&mut self, _e: &EngineEstimates) {}
+}
+
+/// Engine timings some policies need to estimate latency, as the simulator
+/// derives them from its engine profile (or an operator measures them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EngineEstimates {
+    /// Seconds to prefill one uncached prompt token.
+    pub prefill_secs_per_token: f64,
+    /// Seconds per output token of one decoding request (TPOT).
+    pub tpot_secs: f64,
 }
 
 /// A policy spec that could not be understood.
@@ -67,41 +66,84 @@ pub enum ConfigError {
     },
 }
 
-impl PolicyConfig {
-    /// The registry name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            PolicyConfig::RoundRobin(_) => "round_robin",
-            PolicyConfig::LeastRequest(_) => "least_request",
-            PolicyConfig::PowerOfTwo(_) => "power_of_two",
-            PolicyConfig::PrefixHash(_) => "prefix_hash",
-            PolicyConfig::CacheAffinity(_) => "cache_affinity",
-            PolicyConfig::Weighted(_) => "weighted",
-            PolicyConfig::SglangCacheAware(_) => "sglang_cache_aware",
-            PolicyConfig::DualMap(_) => "dualmap",
-            PolicyConfig::PrebleE2(_) => "preble_e2",
-        }
-    }
+/// Generates the registry from `"name" => Variant(Config)` lines.
+macro_rules! policies {
+    ($($name:literal => $variant:ident($config:ty),)+) => {
+        /// The registry names, load-only first, then cache-aware, then the
+        /// rows to beat.
+        pub const POLICY_NAMES: &[&str] = &[$($name),+];
 
-    /// Whether the policy reads the cache directory.
+        /// A policy and its parameters. In TOML:
+        ///
+        /// ```toml
+        /// [policy]
+        /// name = "weighted"
+        /// alpha = 1.0
+        /// beta = 0.5
+        /// ```
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "name")]
+        #[allow(missing_docs)]
+        pub enum PolicyConfig {
+            $(#[serde(rename = $name)] $variant($config),)+
+        }
+
+        impl PolicyConfig {
+            /// The registry name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(PolicyConfig::$variant(_) => $name,)+
+                }
+            }
+
+            fn spec(&self) -> &dyn PolicySpec {
+                match self {
+                    $(PolicyConfig::$variant(c) => c,)+
+                }
+            }
+
+            fn spec_mut(&mut self) -> &mut dyn PolicySpec {
+                match self {
+                    $(PolicyConfig::$variant(c) => c,)+
+                }
+            }
+        }
+    };
+}
+
+policies! {
+    "round_robin" => RoundRobin(RoundRobinConfig),
+    "least_request" => LeastRequest(LeastRequestConfig),
+    "power_of_two" => PowerOfTwo(PowerOfTwoConfig),
+    "prefix_hash" => PrefixHash(PrefixHashConfig),
+    "cache_affinity" => CacheAffinity(CacheAffinityConfig),
+    "weighted" => Weighted(WeightedConfig),
+    "sglang_cache_aware" => SglangCacheAware(SglangCacheAwareConfig),
+    "dualmap" => DualMap(DualMapConfig),
+    "preble_e2" => PrebleE2(PrebleE2Config),
+    "dynamo_kv" => DynamoKv(DynamoKvConfig),
+    "llmd_epp" => LlmdEpp(LlmdEppConfig),
+}
+
+impl PolicyConfig {
+    /// Whether the built policy reads the cache directory
+    /// ([`Policy::uses_directory`]). `sglang_cache_aware` and `preble_e2`
+    /// keep structures of their own and do not.
     pub fn is_cache_aware(&self) -> bool {
-        !matches!(
-            self,
-            PolicyConfig::RoundRobin(_)
-                | PolicyConfig::LeastRequest(_)
-                | PolicyConfig::PowerOfTwo(_)
-        )
+        self.build().uses_directory()
     }
 
     /// Parse `name` or `name:key=value,key=value` (values are JSON scalars or
     /// bare strings), e.g. `weighted:alpha=1,beta=0.25,temperature=0.1`.
-    /// Aliases: `rr`, `p2c`, `sglang`.
+    /// Aliases: `rr`, `p2c`, `sglang`, `cache_aware`, `dynamo`, `llmd`.
     pub fn parse(spec: &str) -> Result<PolicyConfig, ConfigError> {
         let (name, params) = spec.split_once(':').unwrap_or((spec, ""));
         let name = match name.trim() {
             "rr" | "roundrobin" => "round_robin",
             "p2c" => "power_of_two",
             "sglang" | "cache_aware" => "sglang_cache_aware",
+            "dynamo" => "dynamo_kv",
+            "llmd" | "llm-d" | "epp" => "llmd_epp",
             n => n,
         };
         if !POLICY_NAMES.contains(&name) {
@@ -130,27 +172,21 @@ impl PolicyConfig {
 
     /// Replace the RNG seed of policies that draw random numbers.
     pub fn with_seed(mut self, seed: u64) -> PolicyConfig {
-        match &mut self {
-            PolicyConfig::PowerOfTwo(c) => c.seed = seed,
-            PolicyConfig::Weighted(c) => c.seed = seed,
-            _ => {}
-        }
+        self.spec_mut().set_seed(seed);
+        self
+    }
+
+    /// Fill the engine-timing parameters the configuration left unset
+    /// (`dualmap`'s and `preble_e2`'s prefill time per token, `preble_e2`'s
+    /// TPOT) from `e`; the simulator passes its engine profile's figures.
+    pub fn with_engine_estimates(mut self, e: &EngineEstimates) -> PolicyConfig {
+        self.spec_mut().set_engine_estimates(e);
         self
     }
 
     /// Build the policy.
     pub fn build(&self) -> Box<dyn Policy> {
-        match self {
-            PolicyConfig::RoundRobin(c) => Box::new(RoundRobin::new(c)),
-            PolicyConfig::LeastRequest(c) => Box::new(LeastRequest::new(c)),
-            PolicyConfig::PowerOfTwo(c) => Box::new(PowerOfTwo::new(c)),
-            PolicyConfig::PrefixHash(c) => Box::new(PrefixHash::new(c)),
-            PolicyConfig::CacheAffinity(c) => Box::new(CacheAffinity::new(c)),
-            PolicyConfig::Weighted(c) => Box::new(Weighted::new(c)),
-            PolicyConfig::SglangCacheAware(c) => Box::new(SglangCacheAware::new(c)),
-            PolicyConfig::DualMap(c) => Box::new(DualMap::new(c)),
-            PolicyConfig::PrebleE2(c) => Box::new(PrebleE2::new(c)),
-        }
+        self.spec().build()
     }
 }
 
@@ -159,12 +195,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_name_builds_a_policy_of_that_name() {
+    fn every_name_builds_and_round_trips() {
         for &n in POLICY_NAMES {
             let c = PolicyConfig::by_name(n).unwrap();
             assert_eq!(c.name(), n);
-            assert_eq!(c.build().name(), n);
+            let p = c.build();
+            assert_eq!(p.name(), n);
+            assert_eq!(c.is_cache_aware(), p.uses_directory(), "{n}");
+            // JSON and TOML give back the same configuration.
+            let json = serde_json::to_value(&c).unwrap();
+            assert_eq!(json["name"], n);
+            assert_eq!(serde_json::from_value::<PolicyConfig>(json).unwrap(), c);
+            let toml = toml::to_string(&c).unwrap();
+            assert_eq!(toml::from_str::<PolicyConfig>(&toml).unwrap(), c, "{toml}");
+            // Seeds and estimates keep the policy what it was.
+            let e = EngineEstimates {
+                prefill_secs_per_token: 2e-4,
+                tpot_secs: 0.02,
+            };
+            let c2 = c.clone().with_seed(9).with_engine_estimates(&e);
+            assert_eq!(c2.name(), n);
+            assert_eq!(c2.build().name(), n);
         }
+    }
+
+    #[test]
+    fn load_only_policies_do_not_read_the_directory() {
+        let cache_aware: Vec<&str> = POLICY_NAMES
+            .iter()
+            .copied()
+            .filter(|n| PolicyConfig::by_name(n).unwrap().is_cache_aware())
+            .collect();
+        assert_eq!(
+            cache_aware,
+            [
+                "prefix_hash",
+                "cache_affinity",
+                "weighted",
+                "dualmap",
+                "dynamo_kv",
+                "llmd_epp"
+            ]
+        );
+    }
+
+    #[test]
+    fn seeds_reach_the_policies_that_draw() {
+        let c = PolicyConfig::parse("weighted").unwrap().with_seed(42);
+        let PolicyConfig::Weighted(w) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(w.seed, 42);
+        let c = PolicyConfig::parse("dynamo_kv").unwrap().with_seed(43);
+        let PolicyConfig::DynamoKv(d) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.seed, 43);
+    }
+
+    #[test]
+    fn estimates_fill_only_what_is_unset() {
+        let e = EngineEstimates {
+            prefill_secs_per_token: 2e-4,
+            tpot_secs: 0.02,
+        };
+        let c = PolicyConfig::parse("dualmap")
+            .unwrap()
+            .with_engine_estimates(&e);
+        let PolicyConfig::DualMap(d) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.prefill_secs_per_token, Some(2e-4));
+        let c = PolicyConfig::parse("dualmap:prefill_secs_per_token=1e-3")
+            .unwrap()
+            .with_engine_estimates(&e);
+        let PolicyConfig::DualMap(d) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.prefill_secs_per_token, Some(1e-3));
     }
 
     #[test]
@@ -180,6 +288,14 @@ mod tests {
         assert!(matches!(
             PolicyConfig::parse("p2c"),
             Ok(PolicyConfig::PowerOfTwo(_))
+        ));
+        assert!(matches!(
+            PolicyConfig::parse("dynamo"),
+            Ok(PolicyConfig::DynamoKv(_))
+        ));
+        assert!(matches!(
+            PolicyConfig::parse("llmd"),
+            Ok(PolicyConfig::LlmdEpp(_))
         ));
     }
 

@@ -5,7 +5,7 @@
 //! peers that kept the first of equal candidates sent every request to one
 //! worker whenever the cluster was idle.
 
-use kvroute_core::{ClusterView, InstanceId, InstanceLoad};
+use kvroute_core::{CandidateScore, ClusterView, InstanceId, InstanceLoad};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A rotating offset for tie-breaking.
@@ -16,6 +16,12 @@ impl Rotor {
     /// The next offset (wraps freely; callers reduce it modulo their length).
     pub(crate) fn next(&self) -> usize {
         self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The offset the next call to [`next`](Self::next) returns, without
+    /// advancing (for side-effect-free explanations).
+    pub(crate) fn peek(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -40,6 +46,24 @@ pub(crate) fn argmin_from<K: PartialOrd>(
         }
     }
     best.map(|(id, _)| id)
+}
+
+/// The load terms every explanation carries.
+pub(crate) fn load_terms(c: CandidateScore, l: &InstanceLoad) -> CandidateScore {
+    c.term("requests", f64::from(l.requests()))
+        .term("inflight", f64::from(l.inflight))
+        .term("pending_prefill_tokens", l.pending_prefill_tokens as f64)
+}
+
+/// Candidates ranked by load alone: score = −requests.
+pub(crate) fn explain_by_load(view: &dyn ClusterView) -> Vec<CandidateScore> {
+    view.instances()
+        .iter()
+        .map(|&id| {
+            let l = view.load(id);
+            load_terms(CandidateScore::new(id, 0), &l).score(-f64::from(l.requests()))
+        })
+        .collect()
 }
 
 /// The least-loaded eligible instance (ties rotate).

@@ -5,10 +5,20 @@
 //! ```text
 //! score_i = α · cached_i − β · load_i − γ · kv_i
 //!
-//! cached_i = (matched blocks on i × block size) / prompt tokens        ∈ [0, 1]
+//! cached_i = (matched_i − shared) tokens / (prompt − shared) tokens      ∈ [0, 1]
 //! load_i   = requests_i / max(max_j requests_j, load_floor)            ∈ [0, 1]
 //! kv_i     = KV-cache usage reported by the engine                     ∈ [0, 1]
 //! ```
+//!
+//! `shared` is the prefix a hot share of recent traffic has in common
+//! ([`SharedPrefix`]: a system prompt, a tool preamble; 0 when none), so the
+//! cached fraction counts only what the instance holds of the part that
+//! distinguishes the request (0 for a prompt made of the shared prefix
+//! alone). Counted over the whole prompt, a long system prompt made the
+//! first instance to cache it worth up to α more than any other, more than
+//! the load term can ever weigh (β ≤ 0.5 by default), so every request
+//! went there. Until `SharedPrefix` has seen 20 requests the fraction is
+//! over the whole prompt, as before.
 //!
 //! `requests` is the larger of the engine's `running + waiting` and the
 //! router's in-flight count. `load_floor` keeps a one-request difference on an
@@ -19,8 +29,13 @@
 //! `α = 0` gives a load balancer, `β = γ = 0` gives pure cache affinity; the
 //! study sweeps the space in between.
 
+use crate::registry::PolicySpec;
 use crate::select::{load_key, Rotor};
-use kvroute_core::{ClusterView, Decision, PickError, Policy, Reason, RouteRequest, SeededRng};
+use crate::shared::{Key, SharedPrefix};
+use kvroute_core::{
+    CandidateScore, ClusterView, Decision, InstanceId, InstanceLoad, Overlap, PickError, Policy,
+    Reason, RouteRequest, SeededRng,
+};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of `weighted`.
@@ -54,12 +69,42 @@ impl Default for WeightedConfig {
     }
 }
 
+impl PolicySpec for WeightedConfig {
+    fn build(&self) -> Box<dyn Policy> {
+        Box::new(Weighted::new(self))
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+}
+
 /// The weighted score.
 #[derive(Debug)]
 pub struct Weighted {
     config: WeightedConfig,
     rotor: Rotor,
     rng: SeededRng,
+    shared: SharedPrefix,
+}
+
+/// One decision's inputs, read once.
+struct Inputs {
+    key: Key,
+    overlap: Overlap,
+    loads: Vec<InstanceLoad>,
+    norm: f64,
+}
+
+/// The cached fraction of what lies beyond the shared prefix.
+fn cached_beyond(req: &RouteRequest, key: &Key, matched: u32) -> f64 {
+    let shared = req.blocks_to_tokens(key.shared as u32);
+    let rest = req.prompt_tokens.saturating_sub(shared);
+    if rest == 0 {
+        0.0
+    } else {
+        f64::from(req.blocks_to_tokens(matched).saturating_sub(shared)) / f64::from(rest)
+    }
 }
 
 impl Weighted {
@@ -69,7 +114,42 @@ impl Weighted {
             config: config.clone(),
             rotor: Rotor::default(),
             rng: SeededRng::new(config.seed),
+            shared: SharedPrefix::default(),
         }
+    }
+
+    fn inputs(&self, req: &RouteRequest, view: &dyn ClusterView) -> Inputs {
+        let c = &self.config;
+        let ids = view.instances();
+        let overlap = if c.alpha != 0.0 {
+            view.overlap(&req.block_hashes)
+        } else {
+            Default::default()
+        };
+        // One pass over the loads; everything after reads this copy.
+        let loads: Vec<_> = ids.iter().map(|&i| view.load(i)).collect();
+        let max_reqs = loads.iter().map(|l| l.requests()).max().unwrap_or(0);
+        Inputs {
+            key: self.shared.key(&req.block_hashes, 1),
+            overlap,
+            loads,
+            norm: f64::from(max_reqs.max(c.load_floor).max(1)),
+        }
+    }
+
+    /// (cached, load, kv, score) of the `k`-th instance.
+    fn terms(&self, req: &RouteRequest, x: &Inputs, id: InstanceId, k: usize) -> [f64; 4] {
+        let c = &self.config;
+        let l = &x.loads[k];
+        let cached = cached_beyond(req, &x.key, x.overlap.get(id));
+        let load = f64::from(l.requests()) / x.norm;
+        let kv = l.kv_usage.clamp(0.0, 1.0);
+        [
+            cached,
+            load,
+            kv,
+            c.alpha * cached - c.beta * load - c.gamma * kv,
+        ]
     }
 }
 
@@ -84,21 +164,8 @@ impl Policy for Weighted {
             return Err(PickError::NoInstance);
         }
         let c = &self.config;
-        let overlap = if c.alpha != 0.0 {
-            view.overlap(&req.block_hashes)
-        } else {
-            Default::default()
-        };
-        // One pass over the loads; everything after reads this copy.
-        let loads: Vec<_> = ids.iter().map(|&i| view.load(i)).collect();
-        let max_reqs = loads.iter().map(|l| l.requests()).max().unwrap_or(0);
-        let norm = f64::from(max_reqs.max(c.load_floor).max(1));
-        let score = |k: usize| {
-            let l = &loads[k];
-            c.alpha * req.cached_fraction(overlap.get(ids[k]))
-                - c.beta * f64::from(l.requests()) / norm
-                - c.gamma * l.kv_usage.clamp(0.0, 1.0)
-        };
+        let x = self.inputs(req, view);
+        let score = |k: usize| self.terms(req, &x, ids[k], k)[3];
 
         let (instance, reason) = if c.temperature > 0.0 && ids.len() > 1 {
             let scores: Vec<f64> = (0..ids.len()).map(score).collect();
@@ -124,7 +191,7 @@ impl Policy for Weighted {
             let mut best: Option<(usize, (f64, u32, u64))> = None;
             for j in 0..n {
                 let k = (start + j) % n;
-                let (reqs, prefill) = load_key(&loads[k]);
+                let (reqs, prefill) = load_key(&x.loads[k]);
                 let key = (-score(k), reqs, prefill);
                 if best.as_ref().is_none_or(|(_, b)| key < *b) {
                     best = Some((k, key));
@@ -135,9 +202,33 @@ impl Policy for Weighted {
         };
         Ok(Decision {
             instance,
-            cached_blocks: overlap.get(instance),
+            cached_blocks: x.overlap.get(instance),
             reason,
         })
+    }
+
+    fn on_routed(&self, req: &RouteRequest, _decision: &Decision) {
+        self.shared.observe(&req.block_hashes, 1);
+    }
+
+    /// Every eligible instance with its three terms; score = the weighted
+    /// score (with a temperature, the softmax samples ∝ `exp(score / T)`).
+    fn explain(&self, req: &RouteRequest, view: &dyn ClusterView) -> Vec<CandidateScore> {
+        let x = self.inputs(req, view);
+        view.instances()
+            .iter()
+            .enumerate()
+            .map(|(k, &id)| {
+                let [cached, load, kv, score] = self.terms(req, &x, id, k);
+                CandidateScore::new(id, x.overlap.get(id))
+                    .term("shared_prefix_blocks", x.key.shared as f64)
+                    .term("cached_fraction_beyond_shared", cached)
+                    .term("requests", f64::from(x.loads[k].requests()))
+                    .term("load", load)
+                    .term("kv_usage", kv)
+                    .score(score)
+            })
+            .collect()
     }
 }
 
@@ -201,6 +292,66 @@ mod tests {
             weighted(0.0, 1.0, 0.0).pick(&req(), &v).unwrap().instance,
             InstanceId(1)
         );
+    }
+
+    /// `shared` blocks common to every prompt, then 4 of its own.
+    fn shared_req(shared: usize, id: u64) -> RouteRequest {
+        let mut h = 0x77_u64;
+        let hashes: Vec<kvroute_core::BlockHash> = (0..shared + 4)
+            .map(|i| {
+                let block = if i < shared {
+                    i as u64
+                } else {
+                    (id << 32) | i as u64
+                };
+                h = kvroute_core::mix64(h ^ block);
+                kvroute_core::BlockHash(h)
+            })
+            .collect();
+        RouteRequest {
+            prompt_tokens: hashes.len() as u32 * 16,
+            block_hashes: hashes,
+            block_size: 16,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_shared_prefix_counts_for_nothing_once_detected() {
+        let p = weighted(1.0, 0.5, 0.0);
+        let idle = StaticView::idle(2);
+        // Before the detector has seen traffic the whole match counts.
+        let v = StaticView::idle(2).with_matched(0, 50).with_inflight(0, 3);
+        assert_eq!(
+            p.pick(&shared_req(50, 1), &v).unwrap().instance,
+            InstanceId(0)
+        );
+        for id in 0..60 {
+            let r = shared_req(50, id);
+            let d = p.pick(&r, &idle).unwrap();
+            p.on_routed(&r, &d);
+        }
+        // After, the holder of the shared prompt is just a busier instance.
+        assert_eq!(
+            p.pick(&shared_req(50, 999), &v).unwrap().instance,
+            InstanceId(1)
+        );
+        // A match past the shared prefix still counts: 2 of 4 own blocks.
+        let v = v.with_matched(0, 52);
+        let e = p.explain(&shared_req(50, 999), &v);
+        assert_eq!(e[0].get("cached_fraction_beyond_shared"), Some(0.5));
+        assert_eq!(
+            p.pick(&shared_req(50, 999), &v).unwrap().instance,
+            InstanceId(0)
+        );
+    }
+
+    #[test]
+    fn explain_scores_are_the_formula() {
+        let v = StaticView::idle(2).with_matched(1, 5).with_inflight(0, 4);
+        let e = weighted(1.0, 0.5, 0.0).explain(&req(), &v);
+        // i0: −0.5 · 4/4; i1: 1 · 80/160.
+        assert_eq!((e[0].score, e[1].score), (-0.5, 0.5));
     }
 
     #[test]

@@ -84,6 +84,27 @@ proptest! {
     }
 
     #[test]
+    fn explaining_changes_no_decision(
+        v in view(),
+        reqs in prop::collection::vec(request(), 1..12),
+    ) {
+        for &name in POLICY_NAMES {
+            let plain = PolicyConfig::by_name(name).unwrap().build();
+            let explained = PolicyConfig::by_name(name).unwrap().build();
+            for r in &reqs {
+                let e = explained.explain(r, &v);
+                prop_assert!(!e.is_empty(), "{} explains nothing", name);
+                prop_assert!(e.iter().all(|c| v.instances.contains(&c.instance)), "{}", name);
+                prop_assert!(e.iter().all(|c| c.score.is_finite()), "{}: {:?}", name, e);
+                let (a, b) = (plain.pick(r, &v).unwrap(), explained.pick(r, &v).unwrap());
+                prop_assert_eq!(a, b, "{}", name);
+                plain.on_routed(r, &a);
+                explained.on_routed(r, &b);
+            }
+        }
+    }
+
+    #[test]
     fn cache_affinity_picks_a_max_overlap_instance(v in view(), r in request()) {
         let p = PolicyConfig::by_name("cache_affinity").unwrap().build();
         let d = p.pick(&r, &v).unwrap();

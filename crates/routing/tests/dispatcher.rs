@@ -1,7 +1,10 @@
 //! The dispatcher's accounting: every path releases load exactly once, the
 //! directory learns from routing, and ineligible instances are never chosen.
 
-use kvroute_core::{BlockHash, InstanceId, ManualClock, Nanos, Outcome, RequestId, RouteRequest};
+use kvroute_core::{
+    BlockHash, ClusterView, Completion, Decision, InstanceId, ManualClock, Nanos, Outcome,
+    PickError, Policy, Reason, RequestId, RouteRequest,
+};
 use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_policy::PolicyConfig;
 use kvroute_routing::{Dispatcher, InstanceState};
@@ -134,6 +137,86 @@ fn a_request_failing_before_its_first_token_takes_its_predictions_back() {
     assert!(d
         .directory()
         .with_index(|ix| ix.contains(cid, BlockHash(7))));
+}
+
+/// Sends everything to the first instance and remembers completions.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<Completion>>);
+
+impl Policy for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn pick(&self, _req: &RouteRequest, view: &dyn ClusterView) -> Result<Decision, PickError> {
+        Ok(Decision {
+            instance: *view.instances().first().ok_or(PickError::NoInstance)?,
+            cached_blocks: 0,
+            reason: Reason::OnlyChoice,
+        })
+    }
+    fn on_completed(&self, done: &Completion) {
+        self.0.lock().unwrap().push(*done);
+    }
+}
+
+#[test]
+fn completions_carry_the_time_to_first_token() {
+    let clock = Arc::new(ManualClock::new(Nanos::from_secs(10)));
+    let recorder = Arc::new(Recorder::default());
+    #[derive(Debug)]
+    struct Shared(Arc<Recorder>);
+    impl Policy for Shared {
+        fn name(&self) -> &'static str {
+            "shared"
+        }
+        fn pick(&self, r: &RouteRequest, v: &dyn ClusterView) -> Result<Decision, PickError> {
+            self.0.pick(r, v)
+        }
+        fn on_completed(&self, done: &Completion) {
+            self.0.on_completed(done)
+        }
+    }
+    let d = Dispatcher::new(
+        Box::new(Shared(recorder.clone())),
+        Arc::new(Directory::new(Freshness::Live)),
+        clock.clone(),
+    );
+    d.add_instance("a");
+    let mut a = d.route(&req(1, &[1])).unwrap();
+    let b = d.route(&req(2, &[2])).unwrap();
+    clock.advance(Nanos::from_millis(250));
+    a.guard.first_token();
+    clock.advance(Nanos::from_millis(500));
+    a.guard.first_token(); // only the first counts
+    assert_eq!(a.guard.ttft(), Some(Nanos::from_millis(250)));
+    a.guard.finish(Outcome::Finished);
+    b.guard.finish(Outcome::Failed); // no token ever came
+    let done = recorder.0.lock().unwrap().clone();
+    assert_eq!(done[0].ttft, Some(Nanos::from_millis(250)));
+    assert_eq!((done[1].request, done[1].ttft), (RequestId(2), None));
+}
+
+#[test]
+fn explaining_is_read_only() {
+    for policy in kvroute_policy::POLICY_NAMES {
+        let (plain, explained) = (dispatcher(policy, 3), dispatcher(policy, 3));
+        explained.set_state(InstanceId(1), InstanceState::Draining);
+        plain.set_state(InstanceId(1), InstanceState::Draining);
+        let mut guards = Vec::new();
+        for id in 0..6 {
+            let r = req(id, &[1, 2, id + 10]);
+            let e = explained.explain(&r);
+            assert!(!e.is_empty(), "{policy}");
+            assert!(
+                e.iter().all(|c| c.instance != InstanceId(1)),
+                "{policy}: {e:?}"
+            );
+            let (a, b) = (plain.route(&r).unwrap(), explained.route(&r).unwrap());
+            assert_eq!(a.decision, b.decision, "{policy}");
+            guards.push((a, b));
+        }
+        assert_eq!(total_pending(&plain), total_pending(&explained), "{policy}");
+    }
 }
 
 #[test]

@@ -15,19 +15,24 @@
 //!   in `predicted` mode routing does; either way the directory shows them
 //!   with its `Freshness` (e.g. published every T seconds).
 //!
+//! The policy is built from the configuration with the profile's timings
+//! filled in where the configuration leaves them unset
+//! ([`engine_estimates`]): DualMap's and Preble's latency estimates then
+//! use the simulated engine's prefill and decode speeds.
+//!
 //! Events, in time order (ties in the order they were scheduled):
 //! session start → turn arrival (hash, route, engine add, maybe start a step)
 //! → step end (tokens, finishes, KV events → directory, next turn after the
 //! think time, next step) … and a metrics poll every interval.
 
 use crate::engine::{Engine, EngineRequest, Finished};
-use crate::profile::Profile;
+use crate::profile::{Profile, StepWork};
 use crate::summary::{RequestRecord, Slo, Summary};
 use kvroute_core::{
     BlockHasher, HashAlgo, ManualClock, Nanos, Outcome, RequestId, RouteRequest, SessionId,
 };
 use kvroute_directory::{Directory, Freshness, Mode};
-use kvroute_policy::PolicyConfig;
+use kvroute_policy::{EngineEstimates, PolicyConfig};
 use kvroute_routing::{Dispatcher, EngineGauges, InflightGuard};
 use kvroute_workload::Session;
 use serde::{Deserialize, Serialize};
@@ -94,6 +99,22 @@ impl ClusterConfig {
             horizon: None,
             slo: Slo::default(),
         }
+    }
+}
+
+/// The engine timings policies estimate latency with, from a profile: the
+/// time per token of a full prefill chunk (`max_num_batched_tokens` new
+/// tokens, no cached context) and the time of a decode step of one request
+/// with 1,000 tokens of context (TPOT).
+pub fn engine_estimates(profile: &Profile) -> EngineEstimates {
+    let chunk = profile.limits.max_num_batched_tokens.max(1);
+    let mut prefill = StepWork::default();
+    prefill.add_prefill(chunk, 0);
+    let mut decode = StepWork::default();
+    decode.add_decode(1000);
+    EngineEstimates {
+        prefill_secs_per_token: profile.latency.step_secs(&prefill) / f64::from(chunk),
+        tpot_secs: profile.latency.step_secs(&decode),
     }
 }
 
@@ -197,7 +218,12 @@ impl Cluster {
             .map_err(|e| SimError::Config(e.to_string()))?;
         let clock = Arc::new(ManualClock::new(Nanos::ZERO));
         let directory = Arc::new(Directory::new(config.directory_freshness));
-        let dispatcher = Dispatcher::new(config.policy.build(), directory, clock.clone());
+        let policy = config
+            .policy
+            .clone()
+            .with_engine_estimates(&engine_estimates(&config.profile))
+            .build();
+        let dispatcher = Dispatcher::new(policy, directory, clock.clone());
         let mut engines = Vec::with_capacity(config.instances);
         for i in 0..config.instances {
             let id = dispatcher.add_instance(format!("sim-{i}"));

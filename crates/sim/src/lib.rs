@@ -37,7 +37,7 @@ assert_eq!(finished[0].output_tokens, 2);
 
 #![deny(missing_docs)]
 
-pub use crate::cluster::{Cluster, ClusterConfig, Driver, RunResult, SimError};
+pub use crate::cluster::{engine_estimates, Cluster, ClusterConfig, Driver, RunResult, SimError};
 pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finished, StepOutput};
 pub use crate::kv::BlockPool;
 pub use crate::profile::{EngineLimits, Frontend, LatencyModel, Profile, ProfileError, StepWork};
