@@ -7,8 +7,10 @@
 //!   (`max(matched − shared, 0)`) wins, whatever its load;
 //! * ties (including "nobody holds anything beyond the shared prefix") go to
 //!   the least-loaded of the tied instances (requests, then pending prefill
-//!   tokens); among equally loaded ones, to one holding more of the prompt
-//!   (the shared prefix included), then rotating.
+//!   tokens), rotating on equal loads. Holding the shared prefix breaks no
+//!   tie: preferring its holders whenever loads are equal keeps it on a few
+//!   instances while traffic is light, and the first burst then costs every
+//!   other instance a full prefill of it at once.
 //!
 //! This is the cache-maximising extreme: it never trades a hit *on what
 //! distinguishes the request* for balance, so a popular conversation or
@@ -62,11 +64,10 @@ impl Policy for CacheAffinity {
         let key = self.shared.key(&req.block_hashes, 1);
         let overlap = view.overlap(&req.block_hashes);
         // Maximise matched blocks beyond the shared prefix; among equals
-        // minimise load, then maximise the whole match.
+        // minimise load.
         let instance = argmin_from(view.instances(), self.rotor.next(), |id| {
             let (reqs, prefill) = load_key(&view.load(id));
-            let m = overlap.get(id);
-            (u32::MAX - key.beyond(m), reqs, prefill, u32::MAX - m)
+            (u32::MAX - key.beyond(overlap.get(id)), reqs, prefill)
         })
         .ok_or(PickError::NoInstance)?;
         let cached_blocks = overlap.get(instance);
@@ -86,7 +87,7 @@ impl Policy for CacheAffinity {
     }
 
     /// Every eligible instance; score = matched blocks beyond the shared
-    /// prefix (ties: load, then the whole match, then rotation).
+    /// prefix (ties: load, then rotation).
     fn explain(&self, req: &RouteRequest, view: &dyn ClusterView) -> Vec<CandidateScore> {
         let key = self.shared.key(&req.block_hashes, 1);
         let overlap = view.overlap(&req.block_hashes);
@@ -190,11 +191,16 @@ mod tests {
     }
 
     #[test]
-    fn at_equal_load_the_holder_of_the_shared_prefix_wins() {
+    fn at_equal_load_holding_the_shared_prefix_breaks_no_tie() {
         let p = warmed();
         let v = StaticView::idle(4).with_matched(2, 50);
-        let d = p.pick(&shared_req(50, 999), &v).unwrap();
-        assert_eq!((d.instance, d.cached_blocks), (InstanceId(2), 50));
+        let picks: Vec<InstanceId> = (0..4)
+            .map(|id| p.pick(&shared_req(50, 900 + id), &v).unwrap().instance)
+            .collect();
+        let mut sorted = picks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4, "{picks:?}");
     }
 
     #[test]
