@@ -1,6 +1,8 @@
 //! Directory throughput: block inserts (predicted-mode routing of a 125-block
 //! prompt into a capacity-bounded index that is already full), KV-event
-//! removals, and prefix matches against ~1 M indexed blocks.
+//! removals, prefix matches against ~1 M indexed blocks, and KV-event ingest
+//! as the router does it (decode vLLM's msgpack payload, apply its events to
+//! a full, bounded directory).
 //!
 //! `cargo bench --bench directory`; throughput is reported in blocks/s.
 
@@ -8,8 +10,9 @@ mod common;
 
 use common::{Fixture, PROMPT_BLOCKS};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kvroute_core::{BlockHash, InstanceId, SeededRng};
-use kvroute_directory::PrefixIndex;
+use kvroute_core::{BlockHash, InstanceId, KvEvent, Nanos, SeededRng};
+use kvroute_directory::{Directory, Freshness, PrefixIndex};
+use kvroute_kvevents::{decode_payload, encode_payload, EventBatch};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -102,5 +105,67 @@ fn bench_index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_index);
+/// KV-event ingest: payloads as vLLM 0.32 sends them (each a step's
+/// `BlockStored` of 32 blocks of 16 tokens, and the `BlockRemoved` of the
+/// blocks it evicted), decoded and applied to a directory already full.
+fn bench_ingest(c: &mut Criterion) {
+    let rng = SeededRng::new(11);
+    let dir = Directory::new(Freshness::Live);
+    let inst = InstanceId(0);
+    dir.set_capacity(inst, 100_000);
+    let block = |h: u64| BlockHash(h);
+    let payloads: Vec<Vec<u8>> = (0..256)
+        .map(|_| {
+            let stored: Vec<BlockHash> = (0..32).map(|_| block(rng.next_u64())).collect();
+            let removed: Vec<BlockHash> = (0..32).map(|_| block(rng.next_u64())).collect();
+            encode_payload(&EventBatch {
+                ts: 1.0,
+                events: vec![
+                    KvEvent::BlockStored {
+                        block_hashes: stored,
+                        parent_block_hash: Some(block(rng.next_u64())),
+                        token_ids: (0..32 * 16).map(|_| rng.below(151_000) as u32).collect(),
+                        block_size: 16,
+                    },
+                    KvEvent::BlockRemoved {
+                        block_hashes: removed,
+                    },
+                ],
+                dp_rank: Some(0),
+                skipped: 0,
+            })
+        })
+        .collect();
+    // Fill the directory to capacity first.
+    for k in 0..4_000u64 {
+        let chain: Vec<BlockHash> = (0..32).map(|i| block(k << 8 | i)).collect();
+        dir.apply(
+            Nanos::ZERO,
+            inst,
+            KvEvent::BlockStored {
+                block_hashes: chain,
+                parent_block_hash: None,
+                token_ids: Vec::new(),
+                block_size: 16,
+            },
+        );
+    }
+    let mut g = c.benchmark_group("kv_ingest");
+    g.measurement_time(Duration::from_secs(3));
+    // Blocks stored plus blocks removed per batch.
+    g.throughput(Throughput::Elements(64));
+    let mut k = 0;
+    g.bench_function("decode_and_apply_32_stored_32_removed", |b| {
+        b.iter(|| {
+            k = (k + 1) % payloads.len();
+            let batch = decode_payload(&payloads[k]).expect("valid payload");
+            for ev in batch.events {
+                black_box(dir.apply(Nanos::ZERO, inst, ev));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_index, bench_ingest);
 criterion_main!(benches);
