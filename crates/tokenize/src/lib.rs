@@ -60,17 +60,17 @@ the tests compare both on every ShareGPT and RAG text shipped in
 
 The BPE step is a rank-based merge written here, chosen over the `bpe`
 crate (github/rust-gems, 0.2.3) by measurement on the Qwen3 vocabulary and
-the 548,819 pieces of the shipped ShareGPT sample (release build, one
-core): both give HF's ids for every piece, but the crate encodes the
-pieces at 13–15 MB/s against 26–38 MB/s for the rank merge (HF's own
-model: 5 MB/s), and it needs 3.6 s to build its automata (including the
-search for a collision-free hash factor, without which it asserts)
-against 0.4 s. The crate's strength, linear time on adversarially long
-inputs, does not pay here: a split regex cuts text into pieces of a few
-bytes. The rank merge answers most pieces with one lookup in a table of
-the tokens whose own bytes merge back into them, merges the others in
-fixed arrays (a heap past 64 bytes), and remembers the merged ones per
-thread.
+the 548,819 pieces of the shipped ShareGPT sample (release build, runs on a
+shared 2-core machine): both give HF's ids for every piece, but the crate
+encodes the pieces two to four times slower than the rank merge (7–15 MB/s
+against 25–38 MB/s; HF's own model: 2–5 MB/s), and it needs about 3 s to
+build its automata (including the search for a collision-free hash factor,
+without which it asserts) against 0.3–0.4 s. The crate's strength, linear
+time on adversarially long inputs, does not pay here: a split regex cuts
+text into pieces of a few bytes. The rank merge answers most pieces with
+one lookup in a table of the tokens whose own bytes merge back into them,
+merges the others in fixed arrays (a heap past 64 bytes), and remembers the
+merged ones per thread.
 
 # Layout
 

@@ -84,23 +84,24 @@ pub(crate) struct Bpe {
     model: u64,
 }
 
-/// An open-addressing table from byte strings to ids, the strings kept back
-/// to back in one buffer.
+/// An open-addressing table from byte strings to ids. A slot holds what a
+/// lookup compares (the first 8 bytes, the length) and the id, so a lookup
+/// touches one cache line; the bytes past the eighth are kept back to back
+/// in one buffer.
 struct TokenTable {
+    /// A power of two long; `len == 0` marks an empty slot.
+    slots: Vec<Slot>,
+    /// Where each slot's string starts in `bytes`.
+    starts: Vec<u32>,
     bytes: Vec<u8>,
-    /// Each string: its first 8 bytes (zero-padded) to compare without a
-    /// call, where the rest starts in `bytes`, its length, its id.
-    entries: Vec<Entry>,
-    /// Index + 1 into `entries`, 0 for an empty slot; a power of two long.
-    slots: Vec<u32>,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The first 8 bytes, zero-padded.
     head: u64,
-    start: u32,
-    len: u32,
     id: u32,
+    len: u32,
 }
 
 // The helpers below read short byte strings a word at a time with plain
@@ -159,35 +160,35 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 impl TokenTable {
     fn new(tokens: Vec<(Box<[u8]>, u32)>) -> TokenTable {
-        let slots_len = (tokens.len() * 2).next_power_of_two().max(16);
+        let slots_len = (tokens.len() + tokens.len() / 2)
+            .next_power_of_two()
+            .max(16);
         let mut table = TokenTable {
+            slots: vec![Slot::default(); slots_len],
+            starts: vec![0; slots_len],
             bytes: Vec::new(),
-            entries: Vec::with_capacity(tokens.len()),
-            slots: vec![0; slots_len],
         };
+        let mask = slots_len - 1;
         for (bytes, id) in tokens {
-            if table.get(&bytes).is_some() {
-                continue;
-            }
             let (Ok(start), Ok(len)) =
                 (u32::try_from(table.bytes.len()), u32::try_from(bytes.len()))
             else {
                 continue;
             };
-            table.bytes.extend_from_slice(&bytes);
-            table.entries.push(Entry {
-                head: head(&bytes),
-                start,
-                len,
-                id,
-            });
-            let index = table.entries.len() as u32;
-            let mask = table.slots.len() - 1;
+            if len == 0 || table.get(&bytes).is_some() {
+                continue;
+            }
             let mut slot = (hash_bytes(&bytes) >> 32) as usize & mask;
-            while table.slots[slot] != 0 {
+            while table.slots[slot].len != 0 {
                 slot = (slot + 1) & mask;
             }
-            table.slots[slot] = index;
+            table.slots[slot] = Slot {
+                head: head(&bytes),
+                id,
+                len,
+            };
+            table.starts[slot] = start;
+            table.bytes.extend_from_slice(&bytes);
         }
         table
     }
@@ -203,14 +204,21 @@ impl TokenTable {
         let mut slot = (hash >> 32) as usize & mask;
         let piece_head = head(piece);
         loop {
-            let index = *self.slots.get(slot)? as usize;
-            let e = self.entries.get(index.checked_sub(1)?)?;
-            if e.head == piece_head && e.len as usize == piece.len() {
-                let start = e.start as usize;
-                if piece.len() <= 8
-                    || self.bytes.get(start + 8..start + piece.len()) == piece.get(8..)
-                {
-                    return Some(e.id);
+            let s = self.slots.get(slot)?;
+            if s.len == 0 {
+                return None;
+            }
+            if s.head == piece_head && s.len as usize == piece.len() {
+                if piece.len() <= 8 {
+                    return Some(s.id);
+                }
+                let start = *self.starts.get(slot)? as usize;
+                let stored = self
+                    .bytes
+                    .get(start..start + piece.len())
+                    .unwrap_or_default();
+                if same_bytes(stored, piece) {
+                    return Some(s.id);
                 }
             }
             slot = (slot + 1) & mask;
