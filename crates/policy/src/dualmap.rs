@@ -432,6 +432,16 @@ mod tests {
     }
 
     #[test]
+    fn without_a_key_least_loaded_and_alone_the_only_choice() {
+        let p = policy();
+        let v = StaticView::idle(3).with_inflight(0, 2).with_inflight(1, 1);
+        let d = p.pick(&RouteRequest::default(), &v).unwrap();
+        assert_eq!((d.instance, d.reason), (InstanceId(2), Reason::LeastLoaded));
+        let d = p.pick(&req(1), &StaticView::idle(1)).unwrap();
+        assert_eq!(d.reason, Reason::OnlyChoice);
+    }
+
+    #[test]
     fn never_leaves_the_two_candidates() {
         let p = policy();
         for k in 0..50 {

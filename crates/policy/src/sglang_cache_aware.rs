@@ -520,6 +520,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ineligible_creator_hands_the_hit_to_another_holder() {
+        let p = policy();
+        let r = prompt(10, 1, 0);
+        let v = StaticView::idle(3);
+        let a = p.pick(&r, &v).unwrap().instance;
+        // Imbalance sends a copy elsewhere: the node gets a second tenant.
+        let busy = StaticView::idle(3).with_inflight(a.0, 100);
+        let b = p.pick(&r, &busy).unwrap().instance;
+        assert_ne!(a, b);
+        // The creator drains: the other holder takes the hit.
+        let mut v = StaticView::idle(3);
+        v.instances.retain(|&i| i != a);
+        let d = p.pick(&r, &v).unwrap();
+        assert_eq!((d.instance, d.reason), (b, Reason::CacheHit));
+        // No holder eligible: least in flight.
+        v.instances.retain(|&i| i != b);
+        let d = p.pick(&r, &v).unwrap();
+        assert_eq!(d.reason, Reason::LeastLoaded);
+    }
+
+    #[test]
     fn low_match_goes_to_least_inflight() {
         let p = policy();
         let v = StaticView::idle(3);

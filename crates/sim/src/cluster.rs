@@ -630,3 +630,33 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_follow_the_profile() {
+        let mut p = Profile::load("vllm-cpu-tiny").unwrap();
+        let e = engine_estimates(&p);
+        let l = &p.latency;
+        // A full chunk: the per-token cost plus its share of the step and
+        // of the chunk's causal attention.
+        assert!(e.prefill_secs_per_token > l.prefill_per_token);
+        assert!(e.prefill_secs_per_token < 4.0 * l.prefill_per_token);
+        assert!(e.tpot_secs >= l.step_overhead + l.decode_per_seq);
+        // Linear in the per-token cost.
+        let ppt = l.prefill_per_token;
+        p.latency.prefill_per_token *= 10.0;
+        let slower = engine_estimates(&p).prefill_secs_per_token;
+        assert!((slower - e.prefill_secs_per_token - 9.0 * ppt).abs() < 1e-12);
+        // The cluster hands them to policies that left them unset.
+        let c = PolicyConfig::parse("dualmap")
+            .unwrap()
+            .with_engine_estimates(&e);
+        let PolicyConfig::DualMap(d) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.prefill_secs_per_token, Some(e.prefill_secs_per_token));
+    }
+}
