@@ -10,6 +10,7 @@
 //! | `POST /admin/instances/{id}/drain` | stop sending it new requests |
 //! | `POST /admin/instances/{id}/undrain` | resume |
 //! | `DELETE /admin/instances/{id}` | remove it for good |
+//! | `GET /admin/decisions` | the last sampled routing decisions (every `proxy.explain_every`th), newest first: each candidate's matched blocks, the policy's terms and score |
 //!
 //! `{id}` is the numeric id from the listing.
 
@@ -81,6 +82,9 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Respons
             gw.engines().iter().map(|e| describe(gw, e)).collect(),
         )),
         (Method::POST, ["instances"]) => add(gw, req).await,
+        (Method::GET, ["decisions"]) => ok(Value::Array(
+            gw.explained.lock().iter().rev().cloned().collect(),
+        )),
         (Method::POST, ["instances", id, "drain"]) => with_id(gw, id, |gw, id| gw.drain(id)),
         (Method::POST, ["instances", id, "undrain"]) => with_id(gw, id, |gw, id| gw.undrain(id)),
         (Method::DELETE, ["instances", id]) => with_id(gw, id, |gw, id| gw.remove(id)),

@@ -229,6 +229,11 @@ pub struct ProxyConfig {
     /// internal addresses and which prompts are cached (a timing side channel
     /// on other users' prompts). Benchmarks turn it on.
     pub expose_routing_headers: bool,
+    /// Every Nth routing decision is explained (each candidate's matched
+    /// blocks, load terms and score) and kept for `GET /admin/decisions`
+    /// (the last 32); 0: none. At `debug` log level every decision is
+    /// explained in the log.
+    pub explain_every: u32,
     /// Paths forwarded to an engine besides the routed completions (exact
     /// paths; a trailing `*` matches a prefix). Everything else is 404, so
     /// engine-internal endpoints (`/reset_prefix_cache`, `/sleep`,
@@ -268,6 +273,7 @@ impl Default for ProxyConfig {
             request_timeout_secs: 600.0,
             stream_idle_timeout_secs: 120.0,
             expose_routing_headers: false,
+            explain_every: 64,
             forward_paths: DEFAULT_FORWARD_PATHS
                 .iter()
                 .map(|s| s.to_string())

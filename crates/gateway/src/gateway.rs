@@ -57,6 +57,8 @@ pub struct Gateway {
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     /// Set once every instance present at start has been probed once.
     pub(crate) probed: watch::Sender<bool>,
+    /// The last sampled decision explanations (`GET /admin/decisions`).
+    pub(crate) explained: Mutex<std::collections::VecDeque<serde_json::Value>>,
     background: Mutex<Option<Background>>,
 }
 
@@ -171,6 +173,7 @@ impl Gateway {
                 (config_budget_kib).min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             probed: watch::channel(false).0,
+            explained: Mutex::new(std::collections::VecDeque::new()),
             background: Mutex::new(None),
         });
         for inst in &instances {

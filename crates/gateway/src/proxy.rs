@@ -307,6 +307,7 @@ impl Gateway {
             .map_or(kind.path(), |p| p.as_str());
         let deadline = tokio::time::Instant::from_std(started) + self.timeouts.request;
 
+        self.explain(&route_req, &request_id);
         let attempts = 1 + self.config.proxy.retries;
         let mut tried: Vec<InstanceId> = Vec::new();
         let mut held: Option<Held> = None;
@@ -476,6 +477,54 @@ impl Gateway {
                 "server_error",
                 "upstream_unavailable",
             ),
+        }
+    }
+
+    /// Explain this decision to be if it is sampled (every
+    /// `proxy.explain_every`th) or the log is at `debug`: each candidate's
+    /// matched blocks, the policy's terms and its score.
+    fn explain(&self, req: &RouteRequest, request_id: &HeaderValue) {
+        let every = u64::from(self.config.proxy.explain_every);
+        let sampled = every > 0 && req.id.0 % every == 0;
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        if !sampled && !debug {
+            return;
+        }
+        let candidates = self.dispatcher.explain(req);
+        let name = |id: InstanceId| {
+            self.engine(id)
+                .map(|e| e.name().to_string())
+                .unwrap_or_default()
+        };
+        if debug {
+            for c in &candidates {
+                let terms: Vec<String> = c
+                    .terms
+                    .iter()
+                    .map(|t| format!("{}={:.4}", t.name, t.value))
+                    .collect();
+                tracing::debug!(request = req.id.0, engine = %name(c.instance), matched_blocks = c.matched_blocks, score = c.score, terms = %terms.join(" "), "candidate");
+            }
+        }
+        if sampled {
+            let entry = serde_json::json!({
+                "request": req.id.0,
+                "request_id": request_id.to_str().unwrap_or(""),
+                "policy": self.dispatcher.policy().name(),
+                "prompt_tokens": req.prompt_tokens,
+                "prompt_blocks": req.block_hashes.len(),
+                "candidates": candidates.iter().map(|c| serde_json::json!({
+                    "engine": name(c.instance),
+                    "matched_blocks": c.matched_blocks,
+                    "score": c.score,
+                    "terms": c.terms.iter().map(|t| (t.name.to_string(), serde_json::json!(t.value))).collect::<serde_json::Map<_, _>>(),
+                })).collect::<Vec<_>>(),
+            });
+            let mut q = self.explained.lock();
+            if q.len() == 32 {
+                q.pop_front();
+            }
+            q.push_back(entry);
         }
     }
 

@@ -390,3 +390,45 @@ fn promtool_check(page: &str) {
         "promtool: {said}"
     );
 }
+
+#[tokio::test]
+async fn sampled_decisions_are_explained() {
+    let (a, b) = (
+        backend(Behavior::default()).await,
+        backend(Behavior::default()).await,
+    );
+    let mut cfg = config("weighted", &[&a, &b]);
+    cfg.admin_token = Some(TOKEN.into());
+    cfg.proxy.explain_every = 2;
+    let r = router(cfg).await;
+    let c = client();
+    for i in 0..6 {
+        let prompt = format!("a prompt long enough for a few blocks, number {}", i % 2);
+        post(&c, &r.url("/v1/completions"), &completion(&prompt, false)).await;
+    }
+    let ans = admin(&c, &r, "GET", "/admin/decisions", "").await;
+    assert_eq!(ans.status, 200);
+    let list = ans.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3, "every 2nd of 6 decisions: {list:?}");
+    for d in list {
+        assert_eq!(d["policy"], "weighted");
+        let cands = d["candidates"].as_array().unwrap();
+        assert_eq!(cands.len(), 2);
+        for c in cands {
+            assert!(c["score"].is_number());
+            assert!(c["matched_blocks"].is_number());
+            for t in ["cached_fraction_beyond_shared", "requests"] {
+                assert!(c["terms"].get(t).is_some(), "{t} in {c}");
+            }
+        }
+    }
+    // The same prompt again: its earlier engine is the one believed to hold it.
+    let newest = &list[0]["candidates"];
+    assert!(newest
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["matched_blocks"].as_u64().unwrap() > 0));
+    r.shutdown().await;
+}
