@@ -42,7 +42,7 @@ pub enum ProxyBody {
     /// A body the router wrote itself (errors, `/metrics`, admin, health).
     Full(Option<Bytes>),
     /// An engine's body for a routed request, with its accounting.
-    Tracked(TrackedBody),
+    Tracked(Box<TrackedBody>),
     /// An engine's body passed through without accounting (other paths).
     Plain(Incoming),
     /// A body holding an admission slot, freed when the body ends or is dropped.
@@ -72,7 +72,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Tracked(t) => Pin::new(t).poll_frame(cx),
+            ProxyBody::Tracked(t) => Pin::new(t.as_mut()).poll_frame(cx),
             ProxyBody::Plain(i) => Pin::new(i)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(Into::into))),
@@ -130,21 +130,39 @@ pub struct TrackedBody {
     code: u16,
 }
 
+/// How a [`TrackedBody`] treats its engine's body.
+#[derive(Debug)]
+pub(crate) struct Tracking {
+    /// The engine answered 2xx.
+    pub(crate) success: bool,
+    /// The body is an event stream an error event may be appended to.
+    pub(crate) sse: bool,
+    /// How long it may be silent.
+    pub(crate) timeout: BodyTimeout,
+    /// Data already read off the body (a stream's first token), passed on first.
+    pub(crate) first: Option<Bytes>,
+    /// When the router received the request.
+    pub(crate) started: std::time::Instant,
+    /// The engine's status code.
+    pub(crate) code: u16,
+}
+
 impl TrackedBody {
-    /// Wrap `inner`. `success`: the engine answered 2xx. `sse`: the body is
-    /// an event stream that an error event may be appended to. `first`: data
-    /// already read off `inner` (a stream's first token), passed on first.
+    /// Wrap `inner`, accounting for its request with `guard`.
     pub(crate) fn new(
         inner: Incoming,
         mut guard: InflightGuard<Upstream>,
-        success: bool,
-        sse: bool,
-        timeout: BodyTimeout,
-        first: Option<Bytes>,
+        t: Tracking,
         metrics: Arc<RouterMetrics>,
-        started: std::time::Instant,
-        code: u16,
     ) -> TrackedBody {
+        let Tracking {
+            success,
+            sse,
+            timeout,
+            first,
+            started,
+            code,
+        } = t;
         let now = Instant::now();
         let first_deadline = match timeout {
             BodyTimeout::Idle(d) => now + d,

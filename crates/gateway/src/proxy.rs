@@ -17,7 +17,7 @@
 //!
 //! [`InflightGuard`]: kvroute_routing::InflightGuard
 
-use crate::body::{BodyTimeout, ProxyBody, TrackedBody};
+use crate::body::{BodyTimeout, ProxyBody, TrackedBody, Tracking};
 use crate::error::{error_response, json_response, request_error_response};
 use crate::gateway::Gateway;
 use crate::request::{parse_request, ApiKind, RequestError};
@@ -429,15 +429,17 @@ impl Gateway {
             let body = TrackedBody::new(
                 body,
                 guard,
-                success,
-                sse,
-                timeout,
-                first,
+                Tracking {
+                    success,
+                    sse,
+                    timeout,
+                    first,
+                    started,
+                    code,
+                },
                 Arc::clone(&self.metrics),
-                started,
-                code,
             );
-            let mut out = Response::from_parts(parts, ProxyBody::Tracked(body));
+            let mut out = Response::from_parts(parts, ProxyBody::Tracked(Box::new(body)));
             out.extensions_mut().insert(RouteInfo {
                 engine: Arc::clone(&up.name_arc()),
                 cached_tokens: route_req.blocks_to_tokens(decision.cached_blocks),
