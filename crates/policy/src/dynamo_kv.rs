@@ -102,8 +102,9 @@ impl Active {
 struct State {
     /// By instance id.
     active: Vec<Active>,
-    /// Requests routed and not completed: where, and their blocks.
-    requests: HashMap<RequestId, (InstanceId, Vec<BlockHash>)>,
+    /// Blocks of requests routed and not completed, by request and instance
+    /// (a retry of a request goes elsewhere).
+    requests: HashMap<(RequestId, InstanceId), Vec<BlockHash>>,
 }
 
 /// Dynamo's classic KV-router cost.
@@ -201,13 +202,19 @@ impl Policy for DynamoKv {
             (pick, Reason::Sampled)
         } else {
             let tied: Vec<usize> = (0..t.len()).filter(|&k| t[k].logit == min).collect();
-            let k = if tied.len() == 1 {
-                tied[0]
-            } else {
-                let size = |k: usize| view.cached_blocks(ids[k]);
-                let smallest = tied.iter().map(|&k| size(k)).min().unwrap_or(0);
-                let tied: Vec<usize> = tied.into_iter().filter(|&k| size(k) == smallest).collect();
-                tied[self.rng.below(tied.len())]
+            let k = match tied.len() {
+                // Only with a non-finite weight in the configuration.
+                0 => 0,
+                1 => tied[0],
+                _ => {
+                    let size = |k: usize| view.cached_blocks(ids[k]);
+                    let smallest = tied.iter().map(|&k| size(k)).min().unwrap_or(0);
+                    let tied: Vec<usize> =
+                        tied.into_iter().filter(|&k| size(k) == smallest).collect();
+                    tied.get(self.rng.below(tied.len().max(1)))
+                        .copied()
+                        .unwrap_or(0)
+                }
             };
             (k, Reason::BestScore)
         };
@@ -228,15 +235,15 @@ impl Policy for DynamoKv {
             *st.active[i].blocks.entry(h).or_default() += 1;
         }
         st.requests
-            .insert(req.id, (decision.instance, req.block_hashes.clone()));
+            .insert((req.id, decision.instance), req.block_hashes.clone());
     }
 
     fn on_completed(&self, done: &Completion) {
         let mut st = self.lock();
-        let Some((id, hashes)) = st.requests.remove(&done.request) else {
+        let Some(hashes) = st.requests.remove(&(done.request, done.instance)) else {
             return;
         };
-        if let Some(a) = st.active.get_mut(id.index()) {
+        if let Some(a) = st.active.get_mut(done.instance.index()) {
             for h in hashes {
                 if let Some(n) = a.blocks.get_mut(&h) {
                     *n -= 1;
@@ -346,6 +353,15 @@ mod tests {
         }
         assert_eq!(seen[0], 0);
         assert!(seen[1] > 10 && seen[2] > 10, "{seen:?}");
+    }
+
+    #[test]
+    fn a_nonsense_weight_still_picks_an_instance() {
+        let p = DynamoKv::new(&DynamoKvConfig {
+            overlap_score_weight: f64::NAN,
+            ..Default::default()
+        });
+        assert!(p.pick(&req(1, &[1, 2]), &StaticView::idle(3)).is_ok());
     }
 
     #[test]

@@ -287,7 +287,8 @@ struct State {
     stats: BTreeMap<usize, Stats>,
     /// TTFTs (time, seconds) per (important node, instance).
     ttfts: BTreeMap<(usize, InstanceId), VecDeque<(Nanos, f64)>>,
-    active: HashMap<RequestId, Active>,
+    /// By request and instance (a retry of a request goes elsewhere).
+    active: HashMap<(RequestId, InstanceId), Active>,
     routed: u64,
     /// The clock at the last decision: completions are timestamped with it.
     now: Nanos,
@@ -823,7 +824,7 @@ impl Policy for PrebleE2 {
         }
         st.nodes[ROOT].allocate(instance);
         st.active.insert(
-            req.id,
+            (req.id, instance),
             Active {
                 leaf,
                 instance,
@@ -874,7 +875,7 @@ impl Policy for PrebleE2 {
 
     fn on_completed(&self, done: &Completion) {
         let mut st = self.lock();
-        let Some(a) = st.active.remove(&done.request) else {
+        let Some(a) = st.active.remove(&(done.request, done.instance)) else {
             return;
         };
         for n in st.path(a.leaf) {
@@ -1054,7 +1055,7 @@ mod tests {
         let v = StaticView::idle(2);
         let r = prompt(0, 1, 8);
         let d = route(&p, &r, &v);
-        let leaf = p.lock().active[&RequestId(1)].leaf;
+        let leaf = p.lock().active[&(RequestId(1), d.instance)].leaf;
         assert_eq!(p.lock().nodes[leaf].inflight(d.instance), 1);
         done(&p, 1, d.instance, 0.5);
         assert_eq!(p.lock().nodes[leaf].inflight(d.instance), 0);
