@@ -239,9 +239,9 @@ impl<'a> Reader<'a> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             match self.kind()? {
-                Kind::Uint(u) => out.push(
-                    u32::try_from(u).map_err(|_| shape("token id out of range"))?,
-                ),
+                Kind::Uint(u) => {
+                    out.push(u32::try_from(u).map_err(|_| shape("token id out of range"))?)
+                }
                 _ => return Err(shape("token id is not an integer")),
             }
         }
@@ -328,7 +328,10 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Option<KvEvent>, WireError> {
             if n == 0 {
                 return Err(shape("array event without a type tag"));
             }
-            f.ty = Some(r.str()?.ok_or_else(|| shape("array event without a type tag"))?);
+            f.ty = Some(
+                r.str()?
+                    .ok_or_else(|| shape("array event without a type tag"))?,
+            );
             for i in 1..n {
                 match (f.ty, i) {
                     (Some(b"BlockStored" | b"BlockRemoved"), 1) => {
@@ -539,7 +542,10 @@ mod tests {
                     Value::from(2u32),
                     Value::Nil,
                 ]),
-                Value::Array(vec![s("BlockRemoved"), Value::Array(vec![Value::from(5u64)])]),
+                Value::Array(vec![
+                    s("BlockRemoved"),
+                    Value::Array(vec![Value::from(5u64)]),
+                ]),
             ]),
             Value::from(1),
         ]);
@@ -583,7 +589,10 @@ mod tests {
             decode_payload(&[0x93, 0xcb, 0x40]),
             Err(WireError::Msgpack(_))
         ));
-        assert!(matches!(decode_payload(&[0xc1]), Err(WireError::Msgpack(_))));
+        assert!(matches!(
+            decode_payload(&[0xc1]),
+            Err(WireError::Msgpack(_))
+        ));
         assert!(matches!(decode_payload(&[0x01]), Err(WireError::Shape(_))));
         assert!(matches!(
             decode_frames(&[b"t", b"123", b""]),

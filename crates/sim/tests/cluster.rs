@@ -118,14 +118,31 @@ fn closed_loop_keeps_concurrency() {
     c.driver = Driver::Closed { concurrency: 3 };
     let r = run(c, sessions(10, 2, 0));
     assert_eq!(r.records.len(), 20);
-    // With 3 sessions at a time, session 9 cannot start before some end.
-    let first9 = r
-        .records
-        .iter()
-        .filter(|x| x.session == 9)
-        .map(|x| x.arrival)
-        .fold(f64::INFINITY, f64::min);
-    assert!(first9 > 0.0);
+    // Each session's span: its first arrival to its last answer.
+    let mut spans: Vec<(f64, f64)> = (0..10)
+        .map(|s| {
+            let mine = r.records.iter().filter(|x| x.session == s);
+            let start = mine
+                .clone()
+                .map(|x| x.arrival)
+                .fold(f64::INFINITY, f64::min);
+            let end = mine.map(|x| x.finish).fold(0.0, f64::max);
+            (start, end)
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // At every session start, exactly the sessions not yet over are open:
+    // never more than 3, and 3 while enough sessions remain.
+    let mut max_open = 0;
+    for (k, &(start, _)) in spans.iter().enumerate() {
+        let open = spans[..=k].iter().filter(|&&(_, end)| end > start).count();
+        assert!(open <= 3, "{open} sessions open at {start}");
+        max_open = max_open.max(open);
+    }
+    assert_eq!(max_open, 3, "the loop keeps 3 sessions going");
+    // The 4th session starts only when one of the first three has ended.
+    let first_end = spans[..3].iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+    assert!(spans[3].0 >= first_end - 1e-9);
 }
 
 #[test]
