@@ -69,8 +69,9 @@ without which it asserts) against 0.3–0.4 s. The crate's strength, linear
 time on adversarially long inputs, does not pay here: a split regex cuts
 text into pieces of a few bytes. The rank merge answers most pieces with
 one lookup in a table of the tokens whose own bytes merge back into them,
-merges the others in fixed arrays (a heap past 64 bytes), and remembers the
-merged ones per thread.
+merges the others in fixed arrays (a heap past 64 bytes), and remembers per
+thread the merged pieces and, in a table small enough to stay in the core's
+cache, the recent short ones.
 
 # Layout
 

@@ -9,7 +9,8 @@
 //! of them cache misses). Other short pieces are merged in place in fixed
 //! arrays with a linear scan for the best pair; long ones (runs of spaces in
 //! code, long words without spaces) use a linked list and a heap, as HF
-//! does.
+//! does. Each thread remembers the pieces it merged, and the ids of its
+//! recent short pieces in a table small enough to stay in its core's cache.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -24,9 +25,10 @@ const SMALL: usize = 64;
 const NONE: u64 = u64::MAX;
 
 /// Pieces up to this many bytes that are not one token are remembered per
-/// thread (their merges are the slow part); at most this many of them.
+/// thread (their merges are the slow part); at most this many of them,
+/// about 1.5 MB a thread.
 const CACHED_PIECE_BYTES: usize = 256;
-const CACHED_PIECES: usize = 1 << 15;
+const CACHED_PIECES: usize = 1 << 14;
 
 /// Numbers the models, so a thread's piece cache knows whose ids it holds.
 static NEXT_MODEL: AtomicU64 = AtomicU64::new(1);
@@ -39,11 +41,30 @@ thread_local! {
 /// A merged piece: its bytes and ids.
 type Merged = (Box<[u8]>, Box<[u32]>);
 
-/// Recently merged pieces by hash, emptied when full or when another model
-/// is used.
+/// Slots of the per-thread table of recent short pieces (48 bytes each).
+const HOT_SLOTS: usize = 4096;
+/// Pieces up to this many bytes, of up to `HOT_IDS` ids, go in that table.
+const HOT_BYTES: usize = 16;
+const HOT_IDS: usize = 4;
+
+/// A recent short piece and its ids, stored inline.
+#[derive(Clone, Copy, Default)]
+struct Hot {
+    hash: u64,
+    bytes: [u8; HOT_BYTES],
+    len: u8,
+    count: u8,
+    ids: [u32; HOT_IDS],
+}
+
+/// A thread's recent pieces: a small direct-mapped table of short ones (it
+/// stays in the core's own cache, where the model's tables do not), and
+/// merged pieces by hash, emptied when full. Both are emptied when another
+/// model is used.
 #[derive(Default)]
 struct PieceCache {
     model: u64,
+    hot: Vec<Hot>,
     map: HashMap<u64, Merged, BuildHasherDefault<PairHasher>>,
 }
 
@@ -280,48 +301,85 @@ impl Bpe {
     /// Append the ids of `piece` to `out`.
     #[inline]
     pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>) {
-        match piece {
-            [] => {}
-            [b] => out.push(self.byte_ids[*b as usize]),
-            _ => {
+        match piece.len() {
+            0 => {}
+            1 => out.push(self.byte_ids[piece[0] as usize]),
+            n if n > CACHED_PIECE_BYTES => {
                 let hash = hash_bytes(piece);
                 match self.whole.get_hashed(piece, hash) {
                     Some(id) => out.push(id),
-                    None if piece.len() <= CACHED_PIECE_BYTES => {
-                        self.merge_cached(piece, hash, out)
-                    }
                     None => self.merge(piece, out),
                 }
+            }
+            _ => {
+                let hash = hash_bytes(piece);
+                PIECES.with(|cache| match cache.try_borrow_mut() {
+                    Ok(mut cache) => self.encode_cached(piece, hash, &mut cache, out),
+                    Err(_) => match self.whole.get_hashed(piece, hash) {
+                        Some(id) => out.push(id),
+                        None => self.merge(piece, out),
+                    },
+                })
             }
         }
     }
 
-    /// [`merge`](Self::merge) through this thread's piece cache.
-    fn merge_cached(&self, piece: &[u8], hash: u64, out: &mut Vec<u32>) {
-        PIECES.with(|cache| {
-            let Ok(mut cache) = cache.try_borrow_mut() else {
-                return self.merge(piece, out);
-            };
-            if cache.model != self.model {
-                cache.map.clear();
-                cache.model = self.model;
-            }
-            if let Some((bytes, ids)) = cache.map.get(&hash) {
-                if same_bytes(bytes, piece) {
-                    for &id in ids.iter() {
+    /// [`encode`](Self::encode) through a thread's piece cache.
+    fn encode_cached(&self, piece: &[u8], hash: u64, cache: &mut PieceCache, out: &mut Vec<u32>) {
+        if cache.model != self.model || cache.hot.len() != HOT_SLOTS {
+            cache.map.clear();
+            cache.hot.clear();
+            cache.hot.resize(HOT_SLOTS, Hot::default());
+            cache.model = self.model;
+        }
+        let short = piece.len() <= HOT_BYTES;
+        let slot = (hash >> 40) as usize % HOT_SLOTS;
+        if short {
+            if let Some(h) = cache.hot.get(slot) {
+                if h.hash == hash
+                    && usize::from(h.len) == piece.len()
+                    && same_bytes(h.bytes.get(..piece.len()).unwrap_or_default(), piece)
+                {
+                    for &id in h.ids.iter().take(usize::from(h.count)) {
                         out.push(id);
                     }
                     return;
                 }
             }
-            let start = out.len();
-            self.merge(piece, out);
-            if cache.map.len() >= CACHED_PIECES {
-                cache.map.clear();
+        }
+        let start = out.len();
+        match self.whole.get_hashed(piece, hash) {
+            Some(id) => out.push(id),
+            None => match cache.map.get(&hash) {
+                Some((bytes, ids)) if same_bytes(bytes, piece) => {
+                    for &id in ids.iter() {
+                        out.push(id);
+                    }
+                }
+                _ => {
+                    self.merge(piece, out);
+                    if cache.map.len() >= CACHED_PIECES {
+                        cache.map.clear();
+                    }
+                    let ids = out.get(start..).unwrap_or_default();
+                    cache.map.insert(hash, (piece.into(), ids.into()));
+                }
+            },
+        }
+        let ids = out.get(start..).unwrap_or_default();
+        if short && ids.len() <= HOT_IDS {
+            if let Some(h) = cache.hot.get_mut(slot) {
+                h.hash = hash;
+                h.len = piece.len() as u8;
+                h.count = ids.len() as u8;
+                for (dst, &b) in h.bytes.iter_mut().zip(piece) {
+                    *dst = b;
+                }
+                for (dst, &id) in h.ids.iter_mut().zip(ids) {
+                    *dst = id;
+                }
             }
-            let ids = out.get(start..).unwrap_or_default();
-            cache.map.insert(hash, (piece.into(), ids.into()));
-        })
+        }
     }
 
     /// Append the ids of `piece` by merging.
