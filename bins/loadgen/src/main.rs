@@ -265,12 +265,12 @@ fn workload_spec(a: &Args) -> Result<WorkloadSpec> {
 /// sent. With `--num-requests`, only as many sessions as that needs.
 fn load_sessions(a: &Args, spec: &WorkloadSpec, arrival: &ArrivalSpec) -> Result<Vec<Session>> {
     // Cheap checks first: loading the tokenizer takes a moment.
-    if !spec.path().is_file() {
-        bail!("workload dataset {} does not exist", spec.path().display());
+    if let Some(path) = spec.dataset().filter(|p| !p.is_file()) {
+        bail!("workload dataset {} does not exist", path.display());
     }
     let (tokenizer, template) =
         load_text_tools(a.tokenizer.as_deref(), a.chat_template.as_deref())?;
-    let path = spec.path().display().to_string();
+    let path = spec.label();
     let iter = build_workload(spec, arrival, &tokenizer, Some(&template), a.seed)
         .with_context(|| format!("opening workload {path}"))?;
     let mut sessions = Vec::new();

@@ -109,12 +109,12 @@ pub fn load_sessions(w: &WorkloadArgs, arrival: &ArrivalSpec) -> Result<Vec<Sess
     let spec = workload_spec(w)?;
     let iter = spec
         .build(arrival, &tok, Some(&tpl), w.seed)
-        .with_context(|| format!("opening workload {}", spec.path().display()))?;
+        .with_context(|| format!("opening workload {}", spec.label()))?;
     let sessions: Vec<Session> = iter
         .collect::<Result<_, _>>()
-        .with_context(|| format!("reading workload {}", spec.path().display()))?;
+        .with_context(|| format!("reading workload {}", spec.label()))?;
     if sessions.is_empty() {
-        bail!("workload {} produced no sessions", spec.path().display());
+        bail!("workload {} produced no sessions", spec.label());
     }
     Ok(sessions)
 }

@@ -88,9 +88,9 @@ pub fn workloads(quick: bool, seed: u64) -> Result<Vec<Workload>> {
     let build = |spec: WorkloadSpec| -> Result<Vec<Session>> {
         let it = spec
             .build(&ArrivalSpec::default(), &tok, Some(&tpl), seed)
-            .with_context(|| format!("opening {}", spec.path().display()))?;
+            .with_context(|| format!("opening {}", spec.label()))?;
         it.collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("reading {}", spec.path().display()))
+            .with_context(|| format!("reading {}", spec.label()))
     };
     let sharegpt = build(WorkloadSpec::Sharegpt(ShareGptSpec {
         max_sessions: Some(if quick { 200 } else { 400 }),

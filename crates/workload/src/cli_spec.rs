@@ -35,6 +35,13 @@ pub fn workload_from_flags(
             WorkloadSpec::Rag(x) => x.num_requests = n,
             WorkloadSpec::Mooncake(x) => x.max_requests = Some(n),
             WorkloadSpec::Azure(x) => x.max_requests = Some(n),
+            WorkloadSpec::GeneratedSharedPrefix(x) => {
+                // SGLang's count is groups × prompts per group: keep the
+                // groups' size, cut their number (at least one group).
+                x.groups = n.div_ceil(x.prompts_per_group.max(1)).max(1)
+            }
+            WorkloadSpec::Random(x) => x.num_requests = n,
+            WorkloadSpec::Agent(x) => x.sessions = n,
         }
     }
     Ok(s)
@@ -127,7 +134,10 @@ mod tests {
         let path =
             crate::testutil::temp_file("flags.toml", b"kind = \"rag\"\npath = \"corpus.json\"\n");
         let s = workload_from_flags(path.to_str().unwrap(), None).unwrap();
-        assert_eq!(s.path(), path.with_file_name("corpus.json"));
+        assert_eq!(
+            s.dataset(),
+            Some(path.with_file_name("corpus.json").as_path())
+        );
         assert_eq!(
             arrival_from_flags(None, Some(2.0)).unwrap(),
             ArrivalSpec::Poisson { rate: 2.0 }

@@ -79,6 +79,7 @@ pub use crate::spec::{
     build_workload, datasets_dir, embedded_qwen3_template, embedded_qwen3_tokenizer,
     load_text_tools, AzureSpec, MooncakeSpec, RagSpec, SessionIter, ShareGptSpec, WorkloadSpec,
 };
+pub use crate::synthetic::{AgentOptions, RandomOptions, SharedPrefixOptions};
 pub use crate::trace::{
     mooncake_block, AzureOptions, AzureSessions, MooncakeOptions, MooncakeSessions,
     DEFAULT_SYNTHETIC_VOCAB, MOONCAKE_BLOCK_TOKENS,
@@ -97,6 +98,7 @@ mod request;
 mod rng;
 mod sharegpt;
 mod spec;
+mod synthetic;
 #[cfg(test)]
 mod testutil;
 mod trace;

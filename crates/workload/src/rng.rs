@@ -63,6 +63,7 @@ pub(crate) mod stream {
     pub(crate) const RAG: u64 = 2;
     pub(crate) const MOONCAKE: u64 = 3;
     pub(crate) const AZURE: u64 = 4;
+    pub(crate) const SYNTHETIC: u64 = 5;
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::rag::{PassageOrder, RagCorpus, RagOptions, RagSessions, DEFAULT_RAG_S
 use crate::request::Session;
 use crate::rng::stream;
 use crate::sharegpt::{ShareGptOptions, ShareGptSessions};
+use crate::synthetic::{AgentOptions, RandomOptions, SharedPrefixOptions};
 use crate::trace::{
     AzureOptions, AzureSessions, MooncakeOptions, MooncakeSessions, MOONCAKE_BLOCK_TOKENS,
 };
@@ -94,6 +95,14 @@ pub enum WorkloadSpec {
     Mooncake(MooncakeSpec),
     /// An Azure LLM inference CSV trace.
     Azure(AzureSpec),
+    /// SGLang's `generated-shared-prefix`: groups of requests sharing a
+    /// system prompt.
+    #[serde(alias = "gsp", alias = "generated-shared-prefix")]
+    GeneratedSharedPrefix(SharedPrefixOptions),
+    /// `vllm bench serve`'s `random`: lengths around a mean, optional shared prefix.
+    Random(RandomOptions),
+    /// Long multi-turn agent sessions after a shared tool preamble.
+    Agent(AgentOptions),
 }
 
 impl Default for WorkloadSpec {
@@ -256,13 +265,26 @@ impl Default for AzureSpec {
 }
 
 impl WorkloadSpec {
-    /// The dataset file this workload reads.
-    pub fn path(&self) -> &Path {
+    /// The dataset file this workload reads (`None` for generated ones).
+    pub fn dataset(&self) -> Option<&Path> {
         match self {
-            WorkloadSpec::Sharegpt(s) => &s.path,
-            WorkloadSpec::Rag(s) => &s.path,
-            WorkloadSpec::Mooncake(s) => &s.path,
-            WorkloadSpec::Azure(s) => &s.path,
+            WorkloadSpec::Sharegpt(s) => Some(&s.path),
+            WorkloadSpec::Rag(s) => Some(&s.path),
+            WorkloadSpec::Mooncake(s) => Some(&s.path),
+            WorkloadSpec::Azure(s) => Some(&s.path),
+            WorkloadSpec::GeneratedSharedPrefix(_)
+            | WorkloadSpec::Random(_)
+            | WorkloadSpec::Agent(_) => None,
+        }
+    }
+
+    /// What to call it in messages: its dataset, or its kind.
+    pub fn label(&self) -> String {
+        match (self.dataset(), self) {
+            (Some(p), _) => p.display().to_string(),
+            (None, WorkloadSpec::GeneratedSharedPrefix(_)) => "generated_shared_prefix".into(),
+            (None, WorkloadSpec::Random(_)) => "random".into(),
+            (None, _) => "agent".into(),
         }
     }
 
@@ -274,6 +296,9 @@ impl WorkloadSpec {
             WorkloadSpec::Rag(s) => &mut s.path,
             WorkloadSpec::Mooncake(s) => &mut s.path,
             WorkloadSpec::Azure(s) => &mut s.path,
+            WorkloadSpec::GeneratedSharedPrefix(_)
+            | WorkloadSpec::Random(_)
+            | WorkloadSpec::Agent(_) => return self,
         };
         if path.is_relative() {
             *path = base.join(&*path);
@@ -342,6 +367,30 @@ pub fn build_workload(
             };
             let inner = AzureSessions::open(&s.path, options)?;
             Box::new(WithArrivals::new(inner, arrival, arrival_seed)?)
+        }
+        WorkloadSpec::GeneratedSharedPrefix(o) => {
+            let sessions = o.sessions(sub_seed(stream::SYNTHETIC))?;
+            Box::new(WithArrivals::new(
+                sessions.into_iter().map(Ok),
+                arrival,
+                arrival_seed,
+            )?)
+        }
+        WorkloadSpec::Random(o) => {
+            let sessions = o.sessions(sub_seed(stream::SYNTHETIC))?;
+            Box::new(WithArrivals::new(
+                sessions.into_iter().map(Ok),
+                arrival,
+                arrival_seed,
+            )?)
+        }
+        WorkloadSpec::Agent(o) => {
+            let sessions = o.sessions(sub_seed(stream::SYNTHETIC))?;
+            Box::new(WithArrivals::new(
+                sessions.into_iter().map(Ok),
+                arrival,
+                arrival_seed,
+            )?)
         }
     })
 }
@@ -491,10 +540,39 @@ mod tests {
             ..RagSpec::default()
         });
         assert_eq!(
-            spec.with_base_dir(Path::new("/data")).path(),
-            Path::new("/data/rag/x.json")
+            spec.with_base_dir(Path::new("/data")).dataset(),
+            Some(Path::new("/data/rag/x.json"))
         );
         let abs = WorkloadSpec::default();
         assert_eq!(abs.clone().with_base_dir(Path::new("/elsewhere")), abs);
+    }
+
+    #[test]
+    fn generated_workloads_parse_from_flags_and_build_with_arrivals() {
+        let spec = crate::workload_from_flags(
+            "gsp:groups=2,prompts_per_group=3,system_tokens=50,question_tokens=5,output_tokens=4",
+            None,
+        )
+        .unwrap();
+        assert_eq!(spec.label(), "generated_shared_prefix");
+        assert!(spec.dataset().is_none());
+        let s = sessions(&spec, &ArrivalSpec::Poisson { rate: 10.0 }, 1);
+        assert_eq!(s.len(), 6);
+        assert!(s.windows(2).all(|w| w[1].arrival >= w[0].arrival));
+        assert!(s.iter().all(|x| x.turns[0].prompt_tokens.len() == 56));
+        // --sessions cuts the number of groups, keeping their size.
+        let cut = crate::workload_from_flags("generated_shared_prefix", Some(40)).unwrap();
+        let WorkloadSpec::GeneratedSharedPrefix(o) = cut else {
+            panic!()
+        };
+        assert_eq!((o.groups, o.prompts_per_group), (3, 16));
+        let r =
+            crate::workload_from_flags("random:input_tokens=10,output_tokens=3", Some(7)).unwrap();
+        assert_eq!(sessions(&r, &ArrivalSpec::default(), 0).len(), 7);
+        let a = crate::workload_from_flags("agent:turns=2,preamble_tokens=8", Some(2)).unwrap();
+        let a = sessions(&a, &ArrivalSpec::default(), 0);
+        assert_eq!((a.len(), a[0].turns.len()), (2, 2));
+        let e = crate::workload_from_flags("random:range_ratio=2", None).unwrap();
+        assert!(build_workload(&e, &ArrivalSpec::default(), qwen3(), None, 0).is_err());
     }
 }
