@@ -53,6 +53,16 @@ cargo run --locked -q --bin sim -- study --help > /dev/null
 cargo run --locked -q --bin router -- --help > /dev/null
 cargo run --locked -q --bin loadgen -- --help > /dev/null
 
+# Deployment files (Dockerfile, deploy/): schemas, Helm renders, every
+# router.toml through the router, the image's health check, the systemd
+# unit. Offline, a few seconds. Skip with KVROUTE_SKIP_DEPLOY_CHECK=1.
+if [ "${KVROUTE_SKIP_DEPLOY_CHECK:-0}" = 1 ]; then
+  step "deployment files: skipped (KVROUTE_SKIP_DEPLOY_CHECK=1)"
+else
+  step "deployment files (scripts/check-deploy.sh)"
+  scripts/check-deploy.sh
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

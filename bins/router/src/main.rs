@@ -411,6 +411,66 @@ mod tests {
         assert_eq!(c.policy.name(), "weighted");
     }
 
+    /// The `router.toml: |` block of a ConfigMap manifest, dedented.
+    fn configmap_toml(yaml: &str) -> String {
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != "router.toml: |");
+        assert!(lines.next().is_some(), "no router.toml block");
+        let indent = "    ";
+        lines
+            .take_while(|l| l.trim().is_empty() || l.starts_with(indent))
+            .map(|l| l.strip_prefix(indent).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_shipped_deploy_configs_are_valid() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let k8s = configmap_toml(include_str!("../../../deploy/k8s/router-configmap.yaml"));
+        let files = [
+            ("deploy/k8s/router-configmap.yaml", k8s.as_str()),
+            (
+                "deploy/docker/router.toml",
+                include_str!("../../../deploy/docker/router.toml"),
+            ),
+            (
+                "deploy/systemd/router.toml",
+                include_str!("../../../deploy/systemd/router.toml"),
+            ),
+        ];
+        for (name, text) in files {
+            let c = RouterConfig::from_toml(text, name.as_ref())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                c.admin_listen.is_some(),
+                "{name}: metrics and admin on the public port"
+            );
+            // The image (Dockerfile) and the systemd install put datasets/ at
+            // /usr/share/kvroute/datasets: the paths must name shipped files.
+            for path in [&c.hashing.tokenizer, &c.hashing.chat_template] {
+                let path = path
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{name}: no tokenizer"));
+                let rel = path
+                    .strip_prefix("/usr/share/kvroute/datasets")
+                    .unwrap_or_else(|_| panic!("{name}: {path:?} is not in the image"));
+                assert!(
+                    repo.join("datasets").join(rel).is_file(),
+                    "{name}: {path:?}"
+                );
+            }
+        }
+        // The Kubernetes example: exact mode, every engine's KV events.
+        let c = RouterConfig::from_toml(&k8s, "k8s".as_ref()).unwrap();
+        assert_eq!(c.directory.mode, Mode::Exact);
+        assert_eq!(c.instances.len(), 2);
+        for inst in &c.instances {
+            let ep = inst.kv_events.as_deref().unwrap_or_default();
+            assert!(ep.starts_with("connect:tcp://vllm-"), "{ep}");
+        }
+    }
+
     #[test]
     fn flags_override_the_file() {
         let args = Args::parse_from([
