@@ -42,13 +42,12 @@
 //! are not modelled (one rank per instance).
 
 use crate::registry::PolicySpec;
-use crate::select::load_terms;
+use crate::select::{load_terms, FastMap};
 use kvroute_core::{
     BlockHash, CandidateScore, ClusterView, Completion, Decision, InstanceId, PickError, Policy,
     Reason, RequestId, RouteRequest, SeededRng,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Parameters of `dynamo_kv` (Dynamo's `KvRouterConfig` names and defaults).
@@ -86,7 +85,7 @@ impl PolicySpec for DynamoKvConfig {
 /// One instance's in-flight prompt blocks, reference-counted.
 #[derive(Debug, Default)]
 struct Active {
-    blocks: HashMap<BlockHash, u32>,
+    blocks: FastMap<BlockHash, u32>,
 }
 
 impl Active {
@@ -104,7 +103,7 @@ struct State {
     active: Vec<Active>,
     /// Blocks of requests routed and not completed, by request and instance
     /// (a retry of a request goes elsewhere).
-    requests: HashMap<(RequestId, InstanceId), Vec<BlockHash>>,
+    requests: FastMap<(RequestId, InstanceId), Vec<BlockHash>>,
 }
 
 /// Dynamo's classic KV-router cost.

@@ -107,7 +107,7 @@
 //! prompt's allocation.
 
 use crate::registry::{EngineEstimates, PolicySpec};
-use crate::select::argmin_from;
+use crate::select::{argmin_from, FastMap};
 use crate::shared::SharedPrefix;
 use kvroute_core::{
     BlockHash, CandidateScore, ClusterView, Completion, Decision, InstanceId, Nanos, PickError,
@@ -115,7 +115,7 @@ use kvroute_core::{
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Mutex;
 
 const FALLBACK_PREFILL_SECS_PER_TOKEN: f64 = 1.27e-4;
@@ -191,10 +191,10 @@ struct Node {
     blocks: Vec<BlockHash>,
     parent: usize,
     /// By the first block of the child's segment.
-    children: HashMap<BlockHash, usize>,
+    children: FastMap<BlockHash, usize>,
     /// Blocks from the root through this node.
     context: u32,
-    /// Requests in flight through this node, per instance.
+    /// Requests in flight through this node, per instance (sorted).
     inflight: Vec<(InstanceId, u32)>,
     /// Instances the node is allocated to (sorted).
     alloc: Vec<InstanceId>,
@@ -212,16 +212,18 @@ impl Node {
     }
     fn inflight(&self, id: InstanceId) -> u32 {
         self.inflight
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map_or(0, |&(_, n)| n)
+            .binary_search_by_key(&id, |&(i, _)| i)
+            .map_or(0, |k| self.inflight[k].1)
     }
     fn add_inflight(&mut self, id: InstanceId, delta: i32) {
-        match self.inflight.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, n)) => *n = n.saturating_add_signed(delta),
-            None if delta > 0 => self.inflight.push((id, delta as u32)),
-            None => {}
+        match self.inflight.binary_search_by_key(&id, |&(i, _)| i) {
+            Ok(k) => self.inflight[k].1 = self.inflight[k].1.saturating_add_signed(delta),
+            Err(k) if delta > 0 => self.inflight.insert(k, (id, delta as u32)),
+            Err(_) => {}
         }
+    }
+    fn allocated(&self, id: InstanceId) -> bool {
+        self.alloc.binary_search(&id).is_ok()
     }
     fn allocate(&mut self, id: InstanceId) {
         if let Err(k) = self.alloc.binary_search(&id) {
@@ -288,7 +290,7 @@ struct State {
     /// TTFTs (time, seconds) per (important node, instance).
     ttfts: BTreeMap<(usize, InstanceId), VecDeque<(Nanos, f64)>>,
     /// By request and instance (a retry of a request goes elsewhere).
-    active: HashMap<(RequestId, InstanceId), Active>,
+    active: FastMap<(RequestId, InstanceId), Active>,
     routed: u64,
     /// The clock at the last decision: completions are timestamped with it.
     now: Nanos,
@@ -371,7 +373,7 @@ impl State {
         };
         let p = self.alloc_node(Node {
             context: self.nodes[parent].context + m as u32,
-            children: HashMap::from([(lower_first, c)]),
+            children: FastMap::from_iter([(lower_first, c)]),
             inflight: self.nodes[c].inflight.clone(),
             alloc: self.nodes[c].alloc.clone(),
             last_access: self.nodes[c].last_access,
@@ -506,33 +508,57 @@ impl State {
     }
 
     /// Preble's `current_allocation_per_gpu` (`min_count` 1) and
-    /// `..._with_atleast_min_load(2)`, indexed by instance id.
-    fn costs(&self, p: &Params, min_count: u32) -> Vec<f64> {
+    /// `..._with_atleast_min_load(2)`, indexed by instance id; only for the
+    /// instances in `only` when given (the rest stay 0).
+    fn costs(&self, p: &Params, min_count: u32, only: Option<&[InstanceId]>) -> Vec<f64> {
         let mut cost = Vec::new();
+        let mut add = |g: InstanceId, c: f64| {
+            if cost.len() <= g.index() {
+                cost.resize(g.index() + 1, 0.0);
+            }
+            cost[g.index()] += c;
+        };
+        let decode = |s: &Stats, k: u32| f64::from(k) * f64::from(s.output_tokens) * p.tpot_secs;
         for (&n, s) in &self.stats {
-            if s.count < min_count {
+            let node = &self.nodes[n];
+            if s.count < min_count || node.alloc.is_empty() {
                 continue;
             }
-            let node = &self.nodes[n];
-            for &g in &node.alloc {
-                if cost.len() <= g.index() {
-                    cost.resize(g.index() + 1, 0.0);
+            let prefill = self.prefill_cost(p, n, s);
+            match only {
+                Some(gs) if gs.len() < node.alloc.len() => {
+                    for &g in gs.iter().filter(|&&g| node.allocated(g)) {
+                        add(g, prefill + decode(s, node.inflight(g)));
+                    }
                 }
-                cost[g.index()] += self.node_cost(p, n, s, g);
+                _ => {
+                    for &g in &node.alloc {
+                        add(g, prefill);
+                    }
+                    for &(g, k) in &node.inflight {
+                        if k > 0 && node.allocated(g) {
+                            add(g, decode(s, k));
+                        }
+                    }
+                }
             }
         }
         cost
     }
 
-    /// Preble's `get_node_cost`.
-    fn node_cost(&self, p: &Params, n: usize, s: &Stats, g: InstanceId) -> f64 {
+    /// The prefill half of Preble's `get_node_cost` (per allocated instance).
+    fn prefill_cost(&self, p: &Params, n: usize, s: &Stats) -> f64 {
         let node = &self.nodes[n];
         let prefill_secs =
             f64::from(node.len()) * f64::from(self.block_size) * p.prefill_secs_per_token;
-        let prefill =
-            s.miss_rate() * f64::from(s.count) * prefill_secs / node.alloc.len().max(1) as f64;
-        let decode = f64::from(node.inflight(g)) * f64::from(s.output_tokens) * p.tpot_secs;
-        prefill + decode
+        s.miss_rate() * f64::from(s.count) * prefill_secs / node.alloc.len().max(1) as f64
+    }
+
+    /// Preble's `get_node_cost`.
+    fn node_cost(&self, p: &Params, n: usize, s: &Stats, g: InstanceId) -> f64 {
+        let decode =
+            f64::from(self.nodes[n].inflight(g)) * f64::from(s.output_tokens) * p.tpot_secs;
+        self.prefill_cost(p, n, s) + decode
     }
 
     /// Preble's `is_node_overloaded`.
@@ -564,12 +590,23 @@ impl State {
 
     /// Preble's `handle_important_node_stealing`.
     fn rebalance(&mut self, p: &Params, ids: &[InstanceId], now: Nanos) {
-        let base = self.costs(p, 2);
+        let base = self.costs(p, 2, None);
         let mut a: Vec<(InstanceId, f64)> = ids
             .iter()
             .map(|&g| (g, base.get(g.index()).copied().unwrap_or(0.0)))
             .collect();
         a.sort_by(|x, y| y.1.total_cmp(&x.1));
+        // The candidate nodes of each instance, listed once (allocations
+        // change as nodes move, so each is checked again when used).
+        let mut on: FastMap<InstanceId, Vec<usize>> = FastMap::default();
+        for (&n, s) in &self.stats {
+            let node = &self.nodes[n];
+            if node.is_large() && s.count > 1 {
+                for &g in &node.alloc {
+                    on.entry(g).or_default().push(n);
+                }
+            }
+        }
         let mut from = 0;
         while a.len() - from > 1 {
             let last = a.len() - 1;
@@ -577,20 +614,18 @@ impl State {
             if hc < p.high_load_threshold * lc || hc <= 0.0 {
                 return;
             }
-            let mut h: Vec<(f64, usize)> = self
-                .stats
-                .iter()
-                .filter(|&(&n, s)| {
-                    let node = &self.nodes[n];
-                    node.alloc.contains(&heavy) && node.is_large() && s.count > 1
-                })
-                .map(|(&n, s)| (self.node_cost(p, n, s, heavy), n))
+            let mut h: Vec<(f64, usize)> = on
+                .get(&heavy)
+                .into_iter()
+                .flatten()
+                .filter(|&&n| self.nodes[n].allocated(heavy))
+                .filter_map(|&n| Some((self.node_cost(p, n, self.stats.get(&n)?, heavy), n)))
                 .collect();
             h.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
             if let [(c, n)] = h[..] {
                 // A single hot prefix: replicate it.
                 let c = c / 2.0;
-                if !self.nodes[n].alloc.contains(&light) && self.overloaded(p, n, heavy, now) {
+                if !self.nodes[n].allocated(light) && self.overloaded(p, n, heavy, now) {
                     hc -= c;
                     lc += c;
                     self.nodes[n].allocate(light);
@@ -796,7 +831,7 @@ impl Policy for PrebleE2 {
         let instance = if plan.cands.len() == 1 {
             plan.cands[0]
         } else {
-            let cost = st.costs(&p, 1);
+            let cost = st.costs(&p, 1, Some(&plan.cands));
             // np.argmin: the first minimum, candidates in id order.
             let mut cands = plan.cands.clone();
             cands.sort_unstable();
@@ -903,7 +938,7 @@ impl Policy for PrebleE2 {
         let st = self.lock();
         let shared = self.shared_blocks(req);
         let plan = st.plan(req, view.instances(), shared);
-        let cost = st.costs(&self.params, 1);
+        let cost = st.costs(&self.params, 1, Some(&plan.cands));
         plan.cands
             .iter()
             .map(|&g| {

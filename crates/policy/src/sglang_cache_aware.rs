@@ -65,7 +65,7 @@
 //! loaded instance, which acquires the shared prompt.
 
 use crate::registry::PolicySpec;
-use crate::select::{argmin_from, Rotor};
+use crate::select::{argmin_from, FastMap, Rotor};
 use crate::shared::SharedPrefix;
 use kvroute_core::{
     BlockHash, CandidateScore, ClusterView, Decision, InstanceId, Nanos, PickError, Policy, Reason,
@@ -73,7 +73,7 @@ use kvroute_core::{
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 /// Parameters of `sglang_cache_aware` (SGLang's names and 0.3.2 defaults).
@@ -150,7 +150,7 @@ impl Node {
 /// is prefix-closed and the deepest match is found by binary search.
 #[derive(Debug, Default)]
 struct Tree {
-    nodes: HashMap<BlockHash, Node>,
+    nodes: FastMap<BlockHash, Node>,
     /// Blocks per instance, indexed by instance id.
     sizes: Vec<u64>,
     seq: u64,
