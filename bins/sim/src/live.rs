@@ -158,11 +158,7 @@ impl Drop for PeerProcess {
 }
 
 impl Live {
-    pub fn new(
-        engines: Engines,
-        profile: Profile,
-        peers_home: Option<PathBuf>,
-    ) -> Result<Live> {
+    pub fn new(engines: Engines, profile: Profile, peers_home: Option<PathBuf>) -> Result<Live> {
         let (tokenizer, template) = load_text_tools(None, None)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -375,9 +371,7 @@ impl Live {
         lc.settle = Duration::from_secs(5);
         let sessions = self.sessions(w, rate, seed);
         let offered: usize = sessions.iter().map(|s| s.turns.len()).sum();
-        let span = sessions
-            .last()
-            .map_or(0.0, |s| s.arrival.as_secs_f64());
+        let span = sessions.last().map_or(0.0, |s| s.arrival.as_secs_f64());
         let began = std::time::Instant::now();
         let report = kvroute_loadgen::run(lc, sessions, std::future::pending()).await;
         let took = began.elapsed().as_secs_f64();

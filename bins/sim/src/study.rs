@@ -133,7 +133,11 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         None
     } else {
         let engines = a.real_engines.engines(a.real, a.speedup);
-        Some(Live::new(engines, load(&a.live_profile)?, a.peers_home.clone())?)
+        Some(Live::new(
+            engines,
+            load(&a.live_profile)?,
+            a.peers_home.clone(),
+        )?)
     };
     let out = kvroute_study::run(
         &cfg,

@@ -10,10 +10,10 @@ use kvroute_sim::Profile;
 use kvroute_study::capacity;
 use kvroute_study::sims::{self, Job};
 use kvroute_study::{workloads, LiveRunner, Regime, RouterChoice};
-use std::sync::Arc;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Compare the simulator with live engines.
 #[derive(Debug, Args)]

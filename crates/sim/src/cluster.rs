@@ -27,9 +27,10 @@
 
 use crate::engine::{Engine, EngineRequest, Finished};
 use crate::profile::{Profile, StepWork};
-use crate::summary::{RequestRecord, Slo, Summary};
+use crate::summary::{RejectCause, RequestRecord, Slo, Summary};
 use kvroute_core::{
-    BlockHasher, HashAlgo, ManualClock, Nanos, Outcome, RequestId, RouteRequest, SessionId,
+    BlockHasher, HashAlgo, ManualClock, Nanos, Outcome, PickError, RequestId, RouteRequest,
+    SessionId,
 };
 use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_policy::{EngineEstimates, PolicyConfig};
@@ -418,7 +419,11 @@ impl Cluster {
         let routed = match self.dispatcher.route(&req) {
             Ok(r) => r,
             Err(e) => {
-                self.fail(t, slot, k as u32, id, &req, u32::MAX, e.to_string());
+                let cause = match e {
+                    PickError::NoInstance => RejectCause::NoInstance,
+                };
+                let why = (cause, e.to_string());
+                self.fail(t, slot, k as u32, id, &req, u32::MAX, why);
                 return;
             }
         };
@@ -431,7 +436,8 @@ impl Cluster {
         };
         if let Err(e) = self.engines[instance].check(&engine_req) {
             routed.guard.finish(Outcome::Failed);
-            self.fail(t, slot, k as u32, id, &req, instance as u32, e.to_string());
+            let why = (e.cause(), e.to_string());
+            self.fail(t, slot, k as u32, id, &req, instance as u32, why);
             return;
         }
         let delay = self.engines[instance].frontend_delay(req.prompt_tokens);
@@ -456,6 +462,7 @@ impl Cluster {
         }
     }
 
+    /// Record a request refused before it ran, and end its session.
     #[allow(clippy::too_many_arguments)]
     fn fail(
         &mut self,
@@ -465,9 +472,12 @@ impl Cluster {
         id: u64,
         req: &RouteRequest,
         instance: u32,
-        error: String,
+        (cause, error): (RejectCause, String),
     ) {
-        let session = self.slots[slot].as_ref().map_or(0, |l| l.session.id);
+        let (session, dropped_turns) = self.slots[slot].as_ref().map_or((0, 0), |l| {
+            let left = l.session.turns.len().saturating_sub(l.next_turn);
+            (l.session.id, u32::try_from(left).unwrap_or(u32::MAX))
+        });
         self.records.push(RequestRecord {
             id,
             session,
@@ -483,6 +493,8 @@ impl Cluster {
             queue_time: f64::NAN,
             preemptions: 0,
             error,
+            rejected: Some(cause),
+            dropped_turns,
         });
         // The session cannot go on (later turns contain this one).
         self.end_session(t, slot);
@@ -554,6 +566,8 @@ impl Cluster {
                 .as_secs_f64(),
             preemptions: fin.preemptions,
             error: String::new(),
+            rejected: None,
+            dropped_turns: 0,
         });
         let more = self.slots[f.slot]
             .as_ref()
@@ -615,6 +629,7 @@ impl Cluster {
         };
         let mut summary = Summary::of(&measured, &busy, window, self.config.slo);
         summary.preemptions = self.engines.iter().map(|e| e.counters().preemptions).sum();
+        summary.rejected.max_model_len = self.config.profile.limits.max_model_len;
         let (q, h) = self.engines.iter().fold((0u64, 0u64), |(q, h), e| {
             (
                 q + e.counters().prefix_cache_queries,

@@ -29,6 +29,7 @@
 
 use crate::kv::BlockPool;
 use crate::profile::{Profile, StepWork};
+use crate::summary::RejectCause;
 use kvroute_core::{mix64, BlockHash, BlockHasher, ChainDigest, HashAlgo, KvEvent, Nanos};
 use std::collections::{HashMap, VecDeque};
 
@@ -62,6 +63,17 @@ pub enum AdmitError {
     /// The id is already in use.
     #[error("request id {0} is already in the engine")]
     DuplicateId(u64),
+}
+
+impl AdmitError {
+    /// The cause a run's [`Summary`](crate::Summary) counts it under.
+    pub fn cause(&self) -> RejectCause {
+        match self {
+            AdmitError::TooLong { .. } => RejectCause::TooLong,
+            AdmitError::Empty => RejectCause::EmptyPrompt,
+            AdmitError::DuplicateId(_) => RejectCause::Other,
+        }
+    }
 }
 
 /// A finished request's timeline.

@@ -15,7 +15,9 @@ policy, directory and accounting code as the live router.
   loop: the live router's [`Dispatcher`](kvroute_routing::Dispatcher),
   policy and directory, fed with engine gauges every metrics interval and
   with KV events (or predictions) through a directory of chosen freshness.
-  Produces [`RequestRecord`]s and a [`Summary`].
+  Produces [`RequestRecord`]s and a [`Summary`], which counts the requests
+  refused before they ran ([`Rejections`], e.g. longer than the profile's
+  `max_model_len`) by [`RejectCause`].
 
 ```
 use kvroute_core::{HashAlgo, Nanos};
@@ -41,7 +43,7 @@ pub use crate::cluster::{engine_estimates, Cluster, ClusterConfig, Driver, RunRe
 pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finished, StepOutput};
 pub use crate::kv::BlockPool;
 pub use crate::profile::{EngineLimits, Frontend, LatencyModel, Profile, ProfileError, StepWork};
-pub use crate::summary::{cv, RequestRecord, Slo, Stats, Summary};
+pub use crate::summary::{cv, RejectCause, Rejections, RequestRecord, Slo, Stats, Summary};
 pub use crate::sweep::{run_shared, Sweep, SweepPoint, SweepRow};
 
 pub mod calibrate;

@@ -1,6 +1,8 @@
 //! Per-request records of a run and the summary computed from them: latency
-//! percentiles, throughput, goodput under an SLO, cache hit rate, and load
-//! imbalance.
+//! percentiles, throughput, goodput under an SLO, cache hit rate, load
+//! imbalance, and the requests refused at the door ([`Rejections`], by
+//! [`RejectCause`]), which every printed summary puts first: a summary of the
+//! requests that ran says nothing about the ones that did not.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,109 @@ pub struct RequestRecord {
     pub preemptions: u32,
     /// Empty if it succeeded, else why it failed.
     pub error: String,
+    /// Why it was refused before it ran (empty if it was not).
+    #[serde(default)]
+    pub rejected: Option<RejectCause>,
+    /// Later turns of its session that were never sent because this one
+    /// was refused (a session stops at its first refused turn).
+    #[serde(default)]
+    pub dropped_turns: u32,
+}
+
+/// Why the simulated cluster refused a request before running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCause {
+    /// Prompt plus `max_tokens` exceeds the profile's `max_model_len`.
+    TooLong,
+    /// An empty prompt.
+    EmptyPrompt,
+    /// The router had no instance to send it to.
+    NoInstance,
+    /// Anything else the engine refused.
+    Other,
+}
+
+/// The requests of a run refused before they ran, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejections {
+    /// Longer than `max_model_len` (prompt plus `max_tokens`).
+    pub too_long: usize,
+    /// Empty prompts.
+    pub empty_prompt: usize,
+    /// No instance to route to.
+    pub no_instance: usize,
+    /// Refused for another reason.
+    pub other: usize,
+    /// Later turns of the refused requests' sessions, never sent.
+    pub dropped_turns: usize,
+    /// The `max_model_len` the `too_long` requests exceeded (0: unknown).
+    pub max_model_len: u32,
+}
+
+impl Rejections {
+    /// Count one refused request.
+    pub fn add(&mut self, cause: RejectCause) {
+        *match cause {
+            RejectCause::TooLong => &mut self.too_long,
+            RejectCause::EmptyPrompt => &mut self.empty_prompt,
+            RejectCause::NoInstance => &mut self.no_instance,
+            RejectCause::Other => &mut self.other,
+        } += 1;
+    }
+
+    /// Requests refused, all causes.
+    pub fn total(&self) -> usize {
+        self.too_long + self.empty_prompt + self.no_instance + self.other
+    }
+
+    /// The causes that refused anything, largest first, each with its count
+    /// and a phrase (`"longer than max_model_len 4096"`).
+    pub fn by_cause(&self) -> Vec<(usize, String)> {
+        let limit = if self.max_model_len > 0 {
+            format!("longer than max_model_len {}", self.max_model_len)
+        } else {
+            "longer than max_model_len".into()
+        };
+        let mut out: Vec<(usize, String)> = [
+            (self.too_long, limit),
+            (self.empty_prompt, "with an empty prompt".into()),
+            (self.no_instance, "with no instance to route to".into()),
+            (self.other, "refused by an engine for another reason".into()),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.0));
+        out
+    }
+
+    /// One line: `"680 of 1000 requests (68.0 %): 680 longer than
+    /// max_model_len 4096; 120 later turns of their sessions never sent"`,
+    /// or `None` when nothing was refused.
+    pub fn describe(&self, requests: usize) -> Option<String> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let causes: Vec<String> = self
+            .by_cause()
+            .into_iter()
+            .map(|(n, why)| format!("{n} {why}"))
+            .collect();
+        let mut line = format!(
+            "{total} of {requests} requests ({:.1} %): {}",
+            100.0 * total as f64 / requests.max(1) as f64,
+            causes.join(", ")
+        );
+        if self.dropped_turns > 0 {
+            line.push_str(&format!(
+                "; {} later turns of their sessions never sent",
+                self.dropped_turns
+            ));
+        }
+        Some(line)
+    }
 }
 
 impl RequestRecord {
@@ -122,6 +227,10 @@ pub struct Summary {
     pub requests: usize,
     /// Of those, failed.
     pub failed: usize,
+    /// Of the failed, those refused before they ran, by cause (in the
+    /// simulator every failure is one: a request that runs finishes).
+    #[serde(default)]
+    pub rejected: Rejections,
     /// TTFT, seconds.
     pub ttft: Stats,
     /// TPOT, seconds.
@@ -162,6 +271,16 @@ pub fn cv(xs: &[f64]) -> f64 {
 }
 
 impl Summary {
+    /// The share of the measured requests refused before they ran (0 when
+    /// there were none).
+    pub fn rejected_share(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.rejected.total() as f64 / self.requests as f64
+        }
+    }
+
     /// Summarise `records` (all of them: filter warm-up first), given each
     /// instance's busy time in seconds and the run's measured window.
     pub fn of(records: &[RequestRecord], busy_secs: &[f64], window_secs: f64, slo: Slo) -> Summary {
@@ -190,9 +309,17 @@ impl Summary {
                 a as f64 / prompt as f64
             }
         };
+        let mut rejected = Rejections::default();
+        for r in records {
+            if let Some(cause) = r.rejected {
+                rejected.add(cause);
+            }
+            rejected.dropped_turns += r.dropped_turns as usize;
+        }
         Summary {
             requests: records.len(),
             failed: records.len() - ok.len(),
+            rejected,
             ttft: Stats::of(ok.iter().map(|r| r.ttft()).collect()),
             tpot: Stats::of(ok.iter().filter_map(|r| r.tpot()).collect()),
             e2e: Stats::of(ok.iter().map(|r| r.e2e()).collect()),
@@ -219,6 +346,83 @@ mod tests {
         assert_eq!((s.p50, s.p90, s.p99, s.mean), (50.0, 90.0, 99.0, 50.5));
         assert!(Stats::of(vec![]).mean.is_nan());
         assert_eq!(Stats::of(vec![3.0]).p99, 3.0);
+    }
+
+    fn record(id: u64, rejected: Option<RejectCause>, dropped_turns: u32) -> RequestRecord {
+        RequestRecord {
+            id,
+            session: id,
+            turn: 0,
+            instance: 0,
+            arrival: 0.0,
+            first_token: if rejected.is_some() { f64::NAN } else { 0.5 },
+            finish: if rejected.is_some() { f64::NAN } else { 1.0 },
+            prompt_tokens: 10,
+            cached_tokens: 0,
+            predicted_cached_tokens: 0,
+            output_tokens: 2,
+            queue_time: 0.0,
+            preemptions: 0,
+            error: if rejected.is_some() {
+                "refused".into()
+            } else {
+                String::new()
+            },
+            rejected,
+            dropped_turns,
+        }
+    }
+
+    #[test]
+    fn rejections_are_counted_by_cause_and_described() {
+        let records = vec![
+            record(0, None, 0),
+            record(1, Some(RejectCause::TooLong), 3),
+            record(2, Some(RejectCause::TooLong), 0),
+            record(3, Some(RejectCause::EmptyPrompt), 0),
+        ];
+        let mut s = Summary::of(&records, &[1.0], 1.0, Slo::default());
+        s.rejected.max_model_len = 4096;
+        assert_eq!((s.requests, s.failed, s.rejected.total()), (4, 3, 3));
+        assert_eq!((s.rejected.too_long, s.rejected.dropped_turns), (2, 3));
+        assert_eq!(s.rejected_share(), 0.75);
+        assert_eq!(
+            s.rejected.describe(s.requests).unwrap(),
+            "3 of 4 requests (75.0 %): 2 longer than max_model_len 4096, \
+             1 with an empty prompt; 3 later turns of their sessions never sent"
+        );
+        let clean = Summary::of(&records[..1], &[1.0], 1.0, Slo::default());
+        assert_eq!(
+            (clean.rejected.describe(1), clean.rejected_share()),
+            (None, 0.0)
+        );
+        assert_eq!(Summary::default().rejected_share(), 0.0);
+    }
+
+    #[test]
+    fn a_rejected_record_round_trips_through_csv() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(record(1, Some(RejectCause::TooLong), 2))
+            .unwrap();
+        w.serialize(record(2, None, 0)).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with(",error,rejected,dropped_turns"),
+            "{text}"
+        );
+        assert!(text.contains(",refused,too_long,2\n"), "{text}");
+        let back: Vec<RequestRecord> = csv::Reader::from_reader(text.as_bytes())
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            (back[0].rejected, back[0].dropped_turns),
+            (Some(RejectCause::TooLong), 2)
+        );
+        assert_eq!(back[1].rejected, None);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! [`Sweep`]: a grid of cluster runs (policies × weights × staleness ×
 //! instance counts × rates × seeds), run in parallel with rayon, one summary
-//! row each. Every point is deterministic for its seed, so the CSV is the same
-//! however many threads run it.
+//! row each, its refused requests by cause first after the request counts.
+//! Every point is deterministic for its seed, so the CSV is the same however
+//! many threads run it.
 
 use crate::cluster::{Cluster, ClusterConfig, RunResult, SimError};
-use crate::summary::Summary;
+use crate::summary::{Rejections, Summary};
 use kvroute_core::Nanos;
 use kvroute_directory::Freshness;
 use kvroute_policy::PolicyConfig;
@@ -24,6 +25,8 @@ pub struct SweepPoint {
     pub instances: usize,
     /// Offered load: sessions per second (open loop), or 0 for the workload's own times.
     pub rate: f64,
+    /// The arrival process the rate drives (`poisson`, `gamma:cv=3`, `trace`).
+    pub arrival: String,
     /// Directory sync interval, seconds (0: live).
     pub sync_secs: f64,
     /// Metrics poll interval, seconds (0: live).
@@ -43,6 +46,8 @@ pub struct SweepRow {
     pub instances: usize,
     /// Offered sessions per second.
     pub rate: f64,
+    /// Arrival process.
+    pub arrival: String,
     /// Directory sync interval, seconds.
     pub sync_secs: f64,
     /// Metrics poll interval, seconds.
@@ -53,6 +58,20 @@ pub struct SweepRow {
     pub requests: usize,
     /// Failed requests.
     pub failed: usize,
+    /// Requests refused before they ran, all causes (see [`Rejections`]).
+    pub rejected: usize,
+    /// Refused: longer than `max_model_len`.
+    pub rejected_too_long: usize,
+    /// Refused: empty prompt.
+    pub rejected_empty_prompt: usize,
+    /// Refused: no instance to route to.
+    pub rejected_no_instance: usize,
+    /// Refused: another reason.
+    pub rejected_other: usize,
+    /// Later turns of refused requests' sessions, never sent.
+    pub dropped_turns: usize,
+    /// The profile's `max_model_len`.
+    pub max_model_len: u32,
     /// TTFT mean, s.
     pub ttft_mean: f64,
     /// TTFT p50, s.
@@ -90,17 +109,37 @@ pub struct SweepRow {
 }
 
 impl SweepRow {
+    /// The row's refused requests, by cause.
+    pub fn rejections(&self) -> Rejections {
+        Rejections {
+            too_long: self.rejected_too_long,
+            empty_prompt: self.rejected_empty_prompt,
+            no_instance: self.rejected_no_instance,
+            other: self.rejected_other,
+            dropped_turns: self.dropped_turns,
+            max_model_len: self.max_model_len,
+        }
+    }
+
     fn new(p: &SweepPoint, s: &Summary) -> SweepRow {
         SweepRow {
             workload: p.workload.clone(),
             policy: p.policy.clone(),
             instances: p.instances,
             rate: p.rate,
+            arrival: p.arrival.clone(),
             sync_secs: p.sync_secs,
             metrics_secs: p.metrics_secs,
             seed: p.seed,
             requests: s.requests,
             failed: s.failed,
+            rejected: s.rejected.total(),
+            rejected_too_long: s.rejected.too_long,
+            rejected_empty_prompt: s.rejected.empty_prompt,
+            rejected_no_instance: s.rejected.no_instance,
+            rejected_other: s.rejected.other,
+            dropped_turns: s.rejected.dropped_turns,
+            max_model_len: s.rejected.max_model_len,
             ttft_mean: s.ttft.mean,
             ttft_p50: s.ttft.p50,
             ttft_p90: s.ttft.p90,
@@ -132,11 +171,13 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// The full cross product of the given axes.
+    /// The full cross product of the given axes; `arrival` names the
+    /// arrival process every rate drives.
     #[allow(clippy::too_many_arguments)]
     pub fn grid(
         base: ClusterConfig,
         workload: &str,
+        arrival: &str,
         policies: &[String],
         instances: &[usize],
         rates: &[f64],
@@ -156,6 +197,7 @@ impl Sweep {
                                     policy: p.clone(),
                                     instances: n,
                                     rate: r,
+                                    arrival: arrival.to_string(),
                                     sync_secs: s,
                                     metrics_secs: m,
                                     seed,
@@ -210,4 +252,45 @@ pub fn run_shared(
     let n = sessions.len();
     let iter = (0..n).map(move |i| Ok::<_, String>(sessions[i].clone()));
     Cluster::new(config, iter)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+    use kvroute_workload::Turn;
+
+    #[test]
+    fn rows_carry_the_rejections_by_cause() {
+        let mut profile = Profile::load("vllm-cpu-tiny").unwrap();
+        profile.limits.max_model_len = 64;
+        let base = ClusterConfig::new(1, profile, PolicyConfig::by_name("round_robin").unwrap());
+        let grid = Sweep::grid(
+            base,
+            "w",
+            "poisson",
+            &["round_robin".to_string()],
+            &[1],
+            &[1.0],
+            &[0.0],
+            &[0.0],
+            &[0],
+        );
+        let turn = |len: u32| Turn {
+            messages: Vec::new(),
+            prompt_text: None,
+            prompt_tokens: (1..=len).collect(),
+            max_tokens: 4,
+        };
+        let sessions = Arc::new(vec![
+            Session::single(0, Nanos::ZERO, turn(100)),
+            Session::single(1, Nanos::from_secs(1), turn(10)),
+        ]);
+        let rows = grid.run(|_| sessions.clone(), || {}).unwrap();
+        let (row, run) = &rows[0];
+        assert_eq!((row.requests, row.failed, row.rejected), (2, 1, 1));
+        assert_eq!((row.rejected_too_long, row.max_model_len), (1, 64));
+        assert_eq!(row.arrival, "poisson");
+        assert_eq!(row.rejections(), run.summary.rejected);
+    }
 }

@@ -180,3 +180,30 @@ fn the_frontend_delay_counts_in_ttft_only() {
         "the scheduler saw the request as soon as it cleared the front end"
     );
 }
+
+#[test]
+fn requests_longer_than_max_model_len_are_counted_by_cause() {
+    // Four 3-turn sessions (prompts of 300, 450, 600 tokens, 20 out); with
+    // max_model_len 400 every session's second turn is refused and its
+    // third is never sent.
+    let mut c = config("round_robin", 2);
+    c.profile.limits.max_model_len = 400;
+    let r = run(c, sessions(4, 3, 100));
+    let s = &r.summary;
+    assert_eq!((s.requests, s.failed), (8, 4));
+    assert_eq!(s.rejected.too_long, 4);
+    assert_eq!(s.rejected.total(), 4);
+    assert_eq!(s.rejected.dropped_turns, 4);
+    assert_eq!(s.rejected.max_model_len, 400);
+    assert_eq!(s.rejected_share(), 0.5);
+    assert_eq!(s.ttft.n, 4, "latencies cover the requests that ran");
+    let refused: Vec<_> = r.records.iter().filter(|r| !r.ok()).collect();
+    assert!(refused
+        .iter()
+        .all(|r| r.turn == 1 && r.dropped_turns == 1 && r.error.contains("max_model_len 400")));
+    assert_eq!(
+        s.rejected.describe(s.requests).unwrap(),
+        "4 of 8 requests (50.0 %): 4 longer than max_model_len 400; \
+         4 later turns of their sessions never sent"
+    );
+}

@@ -174,7 +174,12 @@ mod tests {
         assert!(a.row.sessions_per_s > 0.0);
         assert!(a.row.missed_at / a.row.sessions_per_s <= 1.0 + TOLERANCE + 1e-9);
         // The bracket's ends are probes that met and missed the SLO.
-        let met = |rate: f64| a.probes.iter().find(|p| p.rate == rate).map(|p| p.meets_slo);
+        let met = |rate: f64| {
+            a.probes
+                .iter()
+                .find(|p| p.rate == rate)
+                .map(|p| p.meets_slo)
+        };
         assert_eq!(met(a.row.sessions_per_s), Some(true));
         assert_eq!(met(a.row.missed_at), Some(false));
         let b = search(&r, &job, 0.0).unwrap();

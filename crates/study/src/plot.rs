@@ -216,7 +216,14 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
                                 .iter()
                                 .filter(|(x, l, h)| x.is_finite() && l.is_finite() && h.is_finite())
                                 .map(|&(x, l, h)| {
-                                    ErrorBar::new_vertical(x, l, (l + h) / 2.0, h, color.filled(), 6)
+                                    ErrorBar::new_vertical(
+                                        x,
+                                        l,
+                                        (l + h) / 2.0,
+                                        h,
+                                        color.filled(),
+                                        6,
+                                    )
                                 }),
                         )
                         .map_err(|e| e.to_string())?;
@@ -302,14 +309,23 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
             let color = COLORS[k % COLORS.len()];
             let x_of = |i: usize| i as f64 + 0.1 + width * k as f64;
             chart
-                .draw_series(ser.values.iter().enumerate().filter(|(_, v)| v.0.is_finite()).map(
-                    |(i, &(m, _, _))| {
-                        Rectangle::new([(x_of(i), 0.0), (x_of(i) + width * 0.9, m)], color.filled())
-                    },
-                ))
+                .draw_series(
+                    ser.values
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.0.is_finite())
+                        .map(|(i, &(m, _, _))| {
+                            Rectangle::new(
+                                [(x_of(i), 0.0), (x_of(i) + width * 0.9, m)],
+                                color.filled(),
+                            )
+                        }),
+                )
                 .map_err(|e| e.to_string())?
                 .label(ser.label.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
             chart
                 .draw_series(
                     ser.values
@@ -317,7 +333,14 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
                         .enumerate()
                         .filter(|(_, v)| v.1.is_finite() && v.2.is_finite() && v.1 < v.2)
                         .map(|(i, &(m, l, h))| {
-                            ErrorBar::new_vertical(x_of(i) + width * 0.45, l, m, h, BLACK.filled(), 4)
+                            ErrorBar::new_vertical(
+                                x_of(i) + width * 0.45,
+                                l,
+                                m,
+                                h,
+                                BLACK.filled(),
+                                4,
+                            )
                         }),
                 )
                 .map_err(|e| e.to_string())?;

@@ -93,7 +93,9 @@ impl Regime {
                 .sessions
                 .iter()
                 .flat_map(|s| &s.turns)
-                .fold((0usize, 0u64), |(n, s), t| (n + 1, s + u64::from(t.max_tokens)));
+                .fold((0usize, 0u64), |(n, s), t| {
+                    (n + 1, s + u64::from(t.max_tokens))
+                });
             sum as f64 / n.max(1) as f64
         };
         // A request occupies an instance for about its prefill; decode is
@@ -169,21 +171,18 @@ pub fn slo_for(profile: &Profile, workload: &Workload) -> Result<(Slo, (f64, f64
             max_tokens: out,
         },
     );
-    let policy = PolicyConfig::parse("round_robin").map_err(|e| StudyError::Config(e.to_string()))?;
+    let policy =
+        PolicyConfig::parse("round_robin").map_err(|e| StudyError::Config(e.to_string()))?;
     let c = ClusterConfig::new(1, profile.clone(), policy);
     let r = Cluster::new(c, std::iter::once(Ok::<_, String>(session)))
         .and_then(Cluster::run)
         .map_err(|e| StudyError::Sim(e.to_string()))?;
-    let rec = r
-        .records
-        .first()
-        .filter(|r| r.ok())
-        .ok_or_else(|| {
-            StudyError::Sim(format!(
-                "the p90 prompt of {} ({len} tokens) does not run alone on {}",
-                workload.name, profile.name
-            ))
-        })?;
+    let rec = r.records.first().filter(|r| r.ok()).ok_or_else(|| {
+        StudyError::Sim(format!(
+            "the p90 prompt of {} ({len} tokens) does not run alone on {}",
+            workload.name, profile.name
+        ))
+    })?;
     let (ttft, tpot) = (rec.ttft(), rec.tpot().unwrap_or(0.0));
     Ok((
         Slo {

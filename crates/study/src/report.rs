@@ -8,8 +8,7 @@ use crate::regime::{self, Regime};
 use crate::sims::{directory_mode, SimRow};
 use crate::spread::{compare, Diff, Spread};
 use crate::studies::{
-    all_policies, by_regime, Capacities, LiveRow, StudyConfig, CACHE_AWARE,
-    LOAD_ONLY, ROWS_TO_BEAT,
+    all_policies, by_regime, Capacities, LiveRow, StudyConfig, CACHE_AWARE, LOAD_ONLY, ROWS_TO_BEAT,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,6 +79,9 @@ fn seeds_of<'a>(rows: impl Iterator<Item = &'a SimRow>, m: fn(&SimRow) -> f64) -
     rows.map(|r| (r.seed, m(r))).collect()
 }
 
+/// Weights `(α, β, γ)` of a `weighted` row and its p90 TTFT per seed.
+type WeightedRuns = ((f64, f64, f64), Vec<(u64, f64)>);
+
 fn in_regime(r: &SimRow, g: &Regime) -> bool {
     r.profile == g.profile.name && r.workload == g.workload.name && r.instances == g.instances
 }
@@ -107,10 +109,11 @@ pub fn weights_summary(rows: &[SimRow], regimes: &[Arc<Regime>]) -> Vec<WeightsS
         };
         let pl = best_where(&|w| w.0 == 0.0);
         let pc = best_where(&|w| w.0 > 0.0 && w.1 == 0.0 && w.2 == 0.0);
-        let vs = |x: &Option<((f64, f64, f64), Vec<(u64, f64)>)>| {
-            x.as_ref().map_or((Spread::of([]), Diff::InsideNoise), |(_, v)| {
-                compare(v, &bv, LATENCY_TOLERANCE)
-            })
+        let vs = |x: &Option<WeightedRuns>| {
+            x.as_ref()
+                .map_or((Spread::of([]), Diff::InsideNoise), |(_, v)| {
+                    compare(v, &bv, LATENCY_TOLERANCE)
+                })
         };
         out.push(WeightsSummary {
             regime: g.label(),
@@ -448,8 +451,10 @@ impl Report {
             let Some(first) = pts.first() else { continue };
             let upto64: Vec<&(f64, Spread)> = pts.iter().filter(|p| p.0 <= 64.0).collect();
             let Some(last) = upto64.last() else { continue };
-            let grows = last.1.lo > first.1.hi && last.1.median > first.1.median * (1.0 + LATENCY_TOLERANCE);
-            let shrinks = last.1.hi < first.1.lo && last.1.median < first.1.median / (1.0 + LATENCY_TOLERANCE);
+            let grows = last.1.lo > first.1.hi
+                && last.1.median > first.1.median * (1.0 + LATENCY_TOLERANCE);
+            let shrinks = last.1.hi < first.1.lo
+                && last.1.median < first.1.median / (1.0 + LATENCY_TOLERANCE);
             if grows {
                 held += 1;
             }
@@ -551,7 +556,10 @@ impl Report {
         // Verdict summary.
         let verdicts = self.verdicts();
         let _ = writeln!(o, "## Verdicts on the four expected outcomes\n");
-        let _ = writeln!(o, "| outcome | overall | where it holds | where it does not |");
+        let _ = writeln!(
+            o,
+            "| outcome | overall | where it holds | where it does not |"
+        );
         let _ = writeln!(o, "|---|---|---|---|");
         for id in ["(a)", "(b)", "(c)", "(d)"] {
             let mine: Vec<&Verdict> = verdicts.iter().filter(|v| v.id == id).collect();
@@ -603,13 +611,28 @@ impl Report {
         // 1. Capacity.
         let _ = writeln!(o, "## 1. Capacity under SLO\n");
         let _ = writeln!(o, "Each cell: the policy's capacity ÷ round-robin's, seed by seed (median [range]); **bold** when beyond the noise (every seed > 1.05 or < 0.95). The first row is round-robin's own capacity in requests per second.\n");
-        let mut profiles: Vec<String> = self.regimes.iter().map(|r| r.profile.name.clone()).collect();
+        let mut profiles: Vec<String> = self
+            .regimes
+            .iter()
+            .map(|r| r.profile.name.clone())
+            .collect();
         profiles.dedup();
         for p in &profiles {
-            let mine: Vec<&Arc<Regime>> = self.regimes.iter().filter(|r| &r.profile.name == p).collect();
+            let mine: Vec<&Arc<Regime>> = self
+                .regimes
+                .iter()
+                .filter(|r| &r.profile.name == p)
+                .collect();
             let n = mine.first().map_or(0, |r| r.instances);
             let _ = writeln!(o, "### {p}, {n} instances\n");
-            let _ = writeln!(o, "![capacity](figures/capacity_{}.png)\n", p.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_"));
+            let _ = writeln!(
+                o,
+                "![capacity](figures/capacity_{}.png)\n",
+                p.replace(
+                    |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+                    "_"
+                )
+            );
             let _ = write!(o, "| policy |");
             for g in &mine {
                 let _ = write!(o, " {} |", g.workload.name);
@@ -672,8 +695,25 @@ impl Report {
             }
             let _ = writeln!(o);
         }
-        let _ = writeln!(o, "Latency against rate for the first profile (the capacity probes of seed {}): {}\n", self.seeds.first().copied().unwrap_or(0),
-            self.regimes.iter().filter(|r| Some(&r.profile.name) == profiles.first()).map(|r| format!("[{}](figures/latency_{}_{}.png)", r.workload.name, r.profile.name.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_"), r.workload.name)).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            o,
+            "Latency against rate for the first profile (the capacity probes of seed {}): {}\n",
+            self.seeds.first().copied().unwrap_or(0),
+            self.regimes
+                .iter()
+                .filter(|r| Some(&r.profile.name) == profiles.first())
+                .map(|r| format!(
+                    "[{}](figures/latency_{}_{}.png)",
+                    r.workload.name,
+                    r.profile.name.replace(
+                        |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+                        "_"
+                    ),
+                    r.workload.name
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
 
         // 2. Weights.
         let _ = writeln!(o, "## 2. Weights of the scoring formula\n");
@@ -687,10 +727,12 @@ impl Report {
                 w.regime,
                 w3(w.best),
                 w.best_p90,
-                w.pure_load.map_or("—".into(), |x| format!("{} {:.3}", w3(x.0), x.1)),
+                w.pure_load
+                    .map_or("—".into(), |x| format!("{} {:.3}", w3(x.0), x.1)),
                 w.vs_load.0,
                 w.vs_load.1.as_str(),
-                w.pure_cache.map_or("—".into(), |x| format!("{} {:.3}", w3(x.0), x.1)),
+                w.pure_cache
+                    .map_or("—".into(), |x| format!("{} {:.3}", w3(x.0), x.1)),
                 w.vs_cache.0,
                 w.vs_cache.1.as_str(),
             );
@@ -703,7 +745,10 @@ impl Report {
         let _ = writeln!(o);
 
         // 3. Staleness.
-        let _ = writeln!(o, "## 3. Staleness of the directory and of the load metrics\n");
+        let _ = writeln!(
+            o,
+            "## 3. Staleness of the directory and of the load metrics\n"
+        );
         let _ = writeln!(o, "Each policy at 80 % of its own capacity; p90 TTFT at each interval ÷ p90 TTFT with live updates (median [range] over seeds).\n");
         for study in ["staleness_sync", "staleness_metrics"] {
             let ivs = self.intervals(study);
@@ -739,7 +784,10 @@ impl Report {
                     let at = |i: f64| {
                         seeds_of(
                             self.staleness.iter().filter(|r| {
-                                r.study == study && in_regime(r, g) && r.policy == p && interval(r, study) == i
+                                r.study == study
+                                    && in_regime(r, g)
+                                    && r.policy == p
+                                    && interval(r, study) == i
                             }),
                             |r| r.ttft_p90,
                         )
@@ -750,7 +798,8 @@ impl Report {
                         if i == 0.0 {
                             let _ = write!(o, " {:.3} s |", Spread::of(fresh.iter().map(|x| x.1)));
                         } else {
-                            let _ = write!(o, " {} |", compare(&at(i), &fresh, LATENCY_TOLERANCE).0);
+                            let _ =
+                                write!(o, " {} |", compare(&at(i), &fresh, LATENCY_TOLERANCE).0);
                         }
                     }
                     let _ = writeln!(o);
@@ -770,12 +819,27 @@ impl Report {
             let _ = writeln!(o, "|---|---:|---:|---:|---:|---|");
             for (w, pts) in &self.scale_gains {
                 for (n, s) in pts {
-                    let rows = |p: &str| -> Vec<&SimRow> { self.scale.iter().filter(|r| &r.workload == w && r.instances as f64 == *n && r.policy == p).collect() };
+                    let rows = |p: &str| -> Vec<&SimRow> {
+                        self.scale
+                            .iter()
+                            .filter(|r| {
+                                &r.workload == w && r.instances as f64 == *n && r.policy == p
+                            })
+                            .collect()
+                    };
                     let mut by: BTreeMap<&str, Vec<(u64, f64)>> = BTreeMap::new();
-                    for r in self.scale.iter().filter(|r| &r.workload == w && r.instances as f64 == *n) {
-                        by.entry(r.policy.as_str()).or_default().push((r.seed, r.ttft_p90));
+                    for r in self
+                        .scale
+                        .iter()
+                        .filter(|r| &r.workload == w && r.instances as f64 == *n)
+                    {
+                        by.entry(r.policy.as_str())
+                            .or_default()
+                            .push((r.seed, r.ttft_p90));
                     }
-                    let best = best_of(&by, &CACHE_AWARE, true).map(|x| x.0).unwrap_or_default();
+                    let best = best_of(&by, &CACHE_AWARE, true)
+                        .map(|x| x.0)
+                        .unwrap_or_default();
                     let _ = writeln!(
                         o,
                         "| {w} | {n} | {s} | {:.3} | {} {:.3} | {} → {} |",
@@ -795,7 +859,10 @@ impl Report {
             let _ = writeln!(o, "## 5. Live: kvroute and the peer routers\n");
             let _ = writeln!(o, "{engines}; every run starts cold, at 90 % of the simulated round-robin capacity for its instance count. Engine-side timers. A row is **clean** only if nothing failed, every offered request completed and the run kept up with its arrivals; other rows are marked ✗ and feed no verdict.\n");
             let _ = writeln!(o, "| instances | workload | router | seed | clean | done/offered | failed | TTFT mean | TTFT p90 | E2E p90 | hit rate | imbalance CV |");
-            let _ = writeln!(o, "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                o,
+                "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
             for r in &self.live {
                 let _ = writeln!(
                     o,
@@ -822,27 +889,57 @@ impl Report {
         // Verdicts in full.
         let _ = writeln!(o, "## Verdicts in full\n");
         for v in &verdicts {
-            let _ = writeln!(o, "- **{} {}** — {}: *{}*. {}", v.id, v.regime, v.claim, v.outcome, v.evidence);
+            let _ = writeln!(
+                o,
+                "- **{} {}** — {}: *{}*. {}",
+                v.id, v.regime, v.claim, v.outcome, v.evidence
+            );
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "Rows to beat: {} (directory per policy as above).", ROWS_TO_BEAT.join(", "));
-        let _ = writeln!(o, "Directory modes: {}.", all_policies().iter().map(|p| format!("{p} {}", directory_mode(p).as_str())).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            o,
+            "Rows to beat: {} (directory per policy as above).",
+            ROWS_TO_BEAT.join(", ")
+        );
+        let _ = writeln!(
+            o,
+            "Directory modes: {}.",
+            all_policies()
+                .iter()
+                .map(|p| format!("{p} {}", directory_mode(p).as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         o
     }
 
     /// Live comparison from clean rows only: per (instances, workload),
     /// the best kvroute policy against the best peer router.
     fn live_summary(&self) -> String {
-        let mut keys: Vec<(usize, &str)> = self.live.iter().map(|r| (r.instances, r.workload.as_str())).collect();
+        let mut keys: Vec<(usize, &str)> = self
+            .live
+            .iter()
+            .map(|r| (r.instances, r.workload.as_str()))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         let mut out = Vec::new();
         for (n, w) in keys {
-            let clean: Vec<&LiveRow> = self.live.iter().filter(|r| r.instances == n && r.workload == w && r.clean).collect();
-            let dirty = self.live.iter().filter(|r| r.instances == n && r.workload == w && !r.clean).count();
+            let clean: Vec<&LiveRow> = self
+                .live
+                .iter()
+                .filter(|r| r.instances == n && r.workload == w && r.clean)
+                .collect();
+            let dirty = self
+                .live
+                .iter()
+                .filter(|r| r.instances == n && r.workload == w && !r.clean)
+                .count();
             let mut by: BTreeMap<&str, Vec<(u64, f64)>> = BTreeMap::new();
             for r in &clean {
-                by.entry(r.router.as_str()).or_default().push((r.seed, r.ttft_p90));
+                by.entry(r.router.as_str())
+                    .or_default()
+                    .push((r.seed, r.ttft_p90));
             }
             let ours: Vec<&str> = all_policies();
             let peers: Vec<&str> = by.keys().copied().filter(|k| !ours.contains(k)).collect();
@@ -852,7 +949,11 @@ impl Report {
             let mut s = format!("{n} instances, {w} ({} clean, {dirty} not):", clean.len());
             if let (Some((lp, lv)), Some((cp, cv))) = (&lo, &ca) {
                 let (r, d) = compare(lv, cv, LATENCY_TOLERANCE);
-                let _ = write!(s, " best load-only {lp} ÷ best cache-aware {cp} p90 TTFT {r} ({});", d.as_str());
+                let _ = write!(
+                    s,
+                    " best load-only {lp} ÷ best cache-aware {cp} p90 TTFT {r} ({});",
+                    d.as_str()
+                );
             }
             if let (Some((pp, pv)), Some((cp, cv))) = (&peer, &ca) {
                 let (r, d) = compare(pv, cv, LATENCY_TOLERANCE);

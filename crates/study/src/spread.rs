@@ -131,7 +131,10 @@ mod tests {
         assert_eq!((s.median, s.lo, s.hi, s.n), (2.0, 1.0, 3.0, 3));
         assert_eq!(Spread::of([1.0, 4.0]).median, 2.5);
         assert!(!Spread::of([]).is_finite());
-        assert_eq!(format!("{}", Spread::of([1.0, 2.0, 3.0])), "2.00 [1.00–3.00]");
+        assert_eq!(
+            format!("{}", Spread::of([1.0, 2.0, 3.0])),
+            "2.00 [1.00–3.00]"
+        );
         assert_eq!(format!("{:.1}", Spread::of([1.0])), "1.0");
         assert_eq!(format!("{}", Spread::of([])), "—");
     }

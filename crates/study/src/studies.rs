@@ -465,7 +465,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let mut jobs = Vec::new();
     for r in &regimes {
         let rr = median_capacity(&caps[&r.label()], "round_robin");
-        if !(rr > 0.0) {
+        if rr.is_nan() || rr <= 0.0 {
             continue;
         }
         for &l in &loads {
@@ -492,7 +492,12 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let focus: Vec<Arc<Regime>> = regimes
         .iter()
         .filter(|r| Some(&r.profile.name) == first.as_ref())
-        .filter(|r| matches!(r.workload.name.as_str(), "gsp" | "agent" | "rag" | "sharegpt"))
+        .filter(|r| {
+            matches!(
+                r.workload.name.as_str(),
+                "gsp" | "agent" | "rag" | "sharegpt"
+            )
+        })
         .cloned()
         .collect();
 
@@ -513,7 +518,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let mut jobs = Vec::new();
     for r in &focus {
         let rate = median_capacity(&caps[&r.label()], "weighted");
-        if !(rate > 0.0) {
+        if rate.is_nan() || rate <= 0.0 {
             continue;
         }
         for &a in &alphas {
@@ -606,7 +611,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
             ] {
                 for p in list {
                     let rate = sload * median_capacity(c, p);
-                    if !(rate > 0.0) {
+                    if rate.is_nan() || rate <= 0.0 {
                         continue;
                     }
                     for &s in &cfg.seeds {
@@ -710,7 +715,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         let mut jobs = Vec::new();
         for (k, b) in base.iter().enumerate() {
             let rr = median_capacity(&caps2[&b.label()], "round_robin");
-            if !(rr > 0.0) {
+            if rr.is_nan() || rr <= 0.0 {
                 continue;
             }
             let mut ns = sizes.clone();
@@ -730,7 +735,8 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                 };
                 for p in list {
                     for &s in &cfg.seeds {
-                        let mut j = Job::new("scale", p, s, scale_load, scale_load * rr * (n / 2) as f64);
+                        let mut j =
+                            Job::new("scale", p, s, scale_load, scale_load * rr * (n / 2) as f64);
                         j.copies = (n / 2).max(1);
                         jobs.push((Arc::clone(&regime), j));
                     }
@@ -810,7 +816,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                 let regime = Regime::new(&lp, &w, n)?;
                 let (c, _) = capacities(&[Arc::new(regime)], &["round_robin"], &[seed0], "live")?;
                 let rr = c.first().map_or(0.0, |r| r.sessions_per_s);
-                if !(rr > 0.0) {
+                if rr.is_nan() || rr <= 0.0 {
                     continue;
                 }
                 for &s in &seeds {
@@ -850,6 +856,12 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
 /// A name usable in a file name.
 fn file_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

@@ -15,12 +15,16 @@
 //!
 //! The first session of `poisson`/`gamma` arrives at time zero; later ones
 //! after one gap each. Draws are seeded, so a (spec, seed) pair always gives
-//! the same times.
+//! the same times. [`Arrivals::for_workload`] is the generator
+//! [`build_workload`](crate::build_workload) times a workload of a given seed
+//! with, so sessions built once and re-timed through it arrive exactly as if
+//! they had been built with that arrival process (what `sim sweep` does for
+//! each of its rates, and `sim run` for its one).
 
 use crate::error::WorkloadError;
 use crate::request::Session;
 use crate::rng::{stream, WorkloadRng};
-use kvroute_core::Nanos;
+use kvroute_core::{mix64, Nanos};
 use rand_distr::{Distribution, Exp, Gamma};
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +139,13 @@ impl Arrivals {
         })
     }
 
+    /// The generator that [`build_workload`](crate::build_workload) assigns
+    /// `spec`'s arrivals with for a workload built with `seed` (the
+    /// workload's seed, from which the arrival stream is derived).
+    pub fn for_workload(spec: &ArrivalSpec, seed: u64) -> Result<Arrivals, WorkloadError> {
+        Arrivals::new(spec, workload_arrival_seed(seed))
+    }
+
     /// The arrival time of the next session, whose workload-assigned arrival
     /// is `recorded` (used by `trace` only).
     pub fn next_arrival(&mut self, recorded: Nanos) -> Nanos {
@@ -154,6 +165,11 @@ impl Arrivals {
         self.last = Some(t);
         Nanos::from_secs_f64(t)
     }
+}
+
+/// The seed of a workload's arrival stream, from the workload's seed.
+pub(crate) fn workload_arrival_seed(seed: u64) -> u64 {
+    mix64(seed ^ mix64(stream::ARRIVALS))
 }
 
 /// Sessions from `inner` with arrivals assigned by an [`Arrivals`] process.

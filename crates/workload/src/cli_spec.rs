@@ -64,11 +64,37 @@ pub fn arrival_from_flags(
     }
 }
 
-/// Whether `spec` names a TOML/JSON file rather than `kind:k=v`.
+/// Whether `spec` names a TOML/JSON spec file rather than being an inline
+/// `kind` or `kind:key=value,...` spec.
+///
+/// An inline spec wins whenever the string has that shape, so
+/// `rag:path=corpus/x.json` is a RAG spec whose corpus is a JSON file, not a
+/// file called `rag:path=corpus/x.json`. Only a string that is itself the
+/// path of a `.toml` / `.json` file (`specs/rag.toml`, `C:\specs\x.json`) is
+/// a file spec.
 pub fn is_file_spec(spec: &str) -> bool {
-    Path::new(spec)
-        .extension()
-        .is_some_and(|e| e == "toml" || e == "json")
+    !is_inline_spec(spec)
+        && Path::new(spec)
+            .extension()
+            .is_some_and(|e| e == "toml" || e == "json")
+}
+
+/// `kind` (an identifier: letters, digits, `_`, `-`) alone or followed by
+/// `:` and nothing or a first `key=value` parameter.
+fn is_inline_spec(spec: &str) -> bool {
+    let (kind, params) = spec.split_once(':').unwrap_or((spec, ""));
+    let kind = kind.trim();
+    let identifier = !kind.is_empty()
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let params = params.trim();
+    identifier
+        && (params.is_empty()
+            || params
+                .split(',')
+                .next()
+                .is_some_and(|first| first.contains('=')))
 }
 
 /// Parse `spec`; `what` names the setting in errors (`"workload"`).
@@ -122,6 +148,47 @@ mod tests {
         assert!(err.to_string().contains("key=value"), "{err}");
         let err = parse_spec::<WorkloadSpec>("workload", "/no/such/spec.toml").unwrap_err();
         assert!(err.to_string().contains("/no/such/spec.toml"), "{err}");
+    }
+
+    #[test]
+    fn inline_specs_with_file_values_are_not_file_specs() {
+        for inline in [
+            "rag:path=DIR/x.json",
+            "rag:path=corpus.json,zipf_s=1.2",
+            "rag: path = /data/hotpot_dev_distractor_v1.json",
+            "sharegpt:path=conv.toml",
+            "rag",
+            "generated-shared-prefix:groups=2",
+        ] {
+            assert!(!is_file_spec(inline), "{inline}");
+        }
+        for file in [
+            "spec.toml",
+            "specs/rag.json",
+            "/abs/dir/w.toml",
+            "./w.json",
+            "C:\\specs\\w.json",
+            "dir.with:colon/w.toml",
+        ] {
+            assert!(is_file_spec(file), "{file}");
+        }
+        // The corpus path reaches the spec untouched, and is not resolved
+        // against a spec file's directory.
+        let s = workload_from_flags("rag:path=DIR/x.json,zipf_s=1.5", None).unwrap();
+        let WorkloadSpec::Rag(r) = s else { panic!() };
+        assert_eq!(r.path, Path::new("DIR/x.json"));
+        assert_eq!(r.zipf_s, 1.5);
+        // A spec file whose own name ends in .json is still read as a file.
+        let path = crate::testutil::temp_file(
+            "inline-vs-file.json",
+            br#"{"kind": "rag", "path": "corpus.json", "num_requests": 3}"#,
+        );
+        let s = workload_from_flags(path.to_str().unwrap(), None).unwrap();
+        let WorkloadSpec::Rag(r) = s else { panic!() };
+        assert_eq!(
+            (r.path.as_path(), r.num_requests),
+            (path.with_file_name("corpus.json").as_path(), 3)
+        );
     }
 
     #[test]

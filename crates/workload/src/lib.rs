@@ -53,7 +53,8 @@ for session in build_workload(&spec, &arrival, &tokenizer, Some(&template), 42)?
   [`SegmentCache`] are `kvroute-tokenize`'s, re-exported.
 * `prompt`: [`Prompter`] (messages → [`Turn`]).
 * `request`: [`Session`], [`Turn`].
-* `sharegpt`, `rag`, `trace`: the sources.
+* `sharegpt`, `rag`, `trace`: the sources; `rag_formats`: the RAG corpus
+  layouts read (FiD/CacheBlend `ctxs`, MuSiQue, HotpotQA, 2WikiMultihopQA).
 * `arrival`: arrival processes and the [`WithArrivals`] adapter.
 * `spec`: serde configs, [`build_workload`], and the paths of the shipped
   samples ([`datasets_dir`]).
@@ -94,6 +95,7 @@ mod error;
 mod io;
 mod prompt;
 mod rag;
+mod rag_formats;
 mod request;
 mod rng;
 mod sharegpt;

@@ -1,9 +1,11 @@
 //! Synthetic retrieval-augmented generation: [`RagSessions`].
 //!
-//! The corpus is a MuSiQue-style JSON array, each element
-//! `{"question", "ctxs": [{"title", "text"}], "answers"}` (the shipped
-//! `musique_sample.json`: 60 questions, 555 distinct passages). Every request
-//! is one turn:
+//! The corpus is a JSON array or JSON Lines of questions with their passages,
+//! in any of the layouts of the `rag_formats` module: retrieved `ctxs` (FiD,
+//! CacheBlend; the shipped `musique_sample.json`: 60 questions, 555 distinct
+//! passages), MuSiQue's `paragraphs`, HotpotQA's and 2WikiMultihopQA's
+//! `context` (as released or as exported from Hugging Face `datasets`). Every
+//! request is one turn:
 //!
 //! ```text
 //! system: <shared system prompt>
@@ -19,8 +21,8 @@
 //! drawn uniformly, so a workload is a pure function of (corpus, options, seed).
 
 use crate::error::WorkloadError;
-use crate::io;
 use crate::prompt::Prompter;
+use crate::rag_formats;
 use crate::request::{ChatMessage, Session};
 use crate::rng::{stream, WorkloadRng};
 use kvroute_core::Nanos;
@@ -42,46 +44,26 @@ pub struct RagCorpus {
     questions: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawItem {
-    question: String,
-    ctxs: Vec<RawCtx>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawCtx {
-    #[serde(default)]
-    title: String,
-    text: String,
-}
-
 impl RagCorpus {
-    /// Load a MuSiQue-style JSON array (optionally gzipped). A passage with a
-    /// non-empty `title` becomes `"{title}\n{text}"`. Passages are
-    /// deduplicated by their full text, keeping first-seen order.
+    /// Load a corpus (optionally gzipped) in one of the accepted layouts:
+    /// `{"question", "ctxs": [{"title", "text"}]}` (FiD, CacheBlend),
+    /// `{"question", "paragraphs": [{"title", "paragraph_text"}]}` (MuSiQue),
+    /// `{"question", "context": [[title, [sentences]]]}` (HotpotQA,
+    /// 2WikiMultihopQA) or `{"question", "context": {"title": […],
+    /// "sentences": [[…]]}}` (the same from Hugging Face `datasets`), as a JSON
+    /// array or JSON Lines. A passage with a title becomes
+    /// `"{title}\n{text}"`. Passages are deduplicated by their full text,
+    /// keeping first-seen order. A file in none of these layouts is an error
+    /// that lists them, with an example of each.
     pub fn load(path: impl AsRef<Path>) -> Result<RagCorpus, WorkloadError> {
         let path = path.as_ref();
-        let bytes = io::read_all(path)?;
-        let items: Vec<RawItem> = serde_json::from_slice(&bytes).map_err(|e| {
-            WorkloadError::parse(
-                path,
-                e.line() as u64,
-                format!(
-                    "not a RAG corpus (a JSON array of {{question, ctxs: [{{title, text}}]}}): {e}"
-                ),
-            )
-        })?;
+        let items = rag_formats::read_items(path)?;
         let mut seen = HashSet::new();
         let mut passages = Vec::new();
         let mut questions = Vec::with_capacity(items.len());
         for item in items {
             questions.push(item.question);
-            for ctx in item.ctxs {
-                let text = if ctx.title.is_empty() {
-                    ctx.text
-                } else {
-                    format!("{}\n{}", ctx.title, ctx.text)
-                };
+            for text in item.passages {
                 if seen.insert(text.clone()) {
                     passages.push(text);
                 }

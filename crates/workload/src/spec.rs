@@ -171,7 +171,10 @@ impl ShareGptSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RagSpec {
-    /// MuSiQue-style JSON corpus. Default: the shipped sample.
+    /// RAG corpus: a JSON array or JSON Lines of questions with their
+    /// passages, FiD/CacheBlend `ctxs`, MuSiQue `paragraphs`, or HotpotQA /
+    /// 2WikiMultihopQA `context` (see [`RagCorpus::load`]). Default: the
+    /// shipped sample.
     pub path: PathBuf,
     /// Number of requests. Default 1,000.
     pub num_requests: usize,
@@ -338,7 +341,7 @@ pub fn build_workload(
         v.unwrap_or_else(|| u32::try_from(tokenizer.base_vocab_size()).unwrap_or(u32::MAX))
     };
     let sub_seed = |s: u64| mix64(seed ^ mix64(s));
-    let arrival_seed = sub_seed(stream::ARRIVALS);
+    let arrival_seed = crate::arrival::workload_arrival_seed(seed);
     Ok(match spec {
         WorkloadSpec::Sharegpt(s) => {
             let inner = ShareGptSessions::open(&s.path, prompter(), s.options()?)?;
@@ -441,6 +444,32 @@ mod tests {
             sessions(&spec, &ArrivalSpec::default(), 0)[0].think_time,
             Nanos(1_500_000_000)
         );
+    }
+
+    #[test]
+    fn retimed_through_for_workload_equals_built_with_the_arrivals() {
+        let spec: WorkloadSpec = serde_json::from_str(
+            r#"{"kind": "rag", "num_requests": 6, "passages_per_request": 2}"#,
+        )
+        .unwrap();
+        for arrival in [
+            ArrivalSpec::Poisson { rate: 3.0 },
+            ArrivalSpec::Gamma { rate: 2.0, cv: 4.0 },
+            ArrivalSpec::Trace { time_scale: 0.5 },
+        ] {
+            for seed in [0, 9] {
+                let mut retimed = sessions(&spec, &ArrivalSpec::default(), seed);
+                let mut a = crate::Arrivals::for_workload(&arrival, seed).unwrap();
+                for s in &mut retimed {
+                    s.arrival = a.next_arrival(s.arrival);
+                }
+                assert_eq!(
+                    retimed,
+                    sessions(&spec, &arrival, seed),
+                    "{arrival:?} {seed}"
+                );
+            }
+        }
     }
 
     #[test]
