@@ -420,7 +420,7 @@ impl SweepArrival {
         match *self {
             SweepArrival::Poisson => "poisson".into(),
             SweepArrival::Gamma { cv } => format!("gamma:cv={cv}"),
-            SweepArrival::Trace { time_scale } if time_scale == 1.0 => "trace".into(),
+            SweepArrival::Trace { time_scale: 1.0 } => "trace".into(),
             SweepArrival::Trace { time_scale } => format!("trace:time_scale={time_scale}"),
         }
     }
