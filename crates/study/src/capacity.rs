@@ -8,7 +8,11 @@
 //! rough estimate for round-robin itself) the rate doubles while the SLO is
 //! met, or halves until it is, giving a bracket `lo` (met) < `hi` (missed);
 //! then geometric bisection narrows it until `hi / lo ≤ 1 +`
-//! [`TOLERANCE`]. The capacity is `lo`. Each probe is a full simulated run
+//! [`TOLERANCE`]. The capacity is `lo`. Doubling stops at the highest rate
+//! the workload can offer ([`Regime::max_rate`]): a finite sample arriving
+//! faster than that is a burst, not a load, and the SLO holding there says
+//! only that the sample is too small; such a search is `capped` and its
+//! capacity a lower bound, kept out of ratios and verdicts. Each probe is a full simulated run
 //! with the job's seed, so the same (regime, policy, seed) always gives the
 //! same capacity; the spread over seeds is the noise the verdicts weigh.
 
@@ -47,6 +51,9 @@ pub struct CapacityRow {
     /// Whether the bracket closed (false: the SLO held at every rate tried,
     /// or failed at every one).
     pub bracketed: bool,
+    /// The SLO still held at the highest rate the workload can offer
+    /// ([`Regime::max_rate`]): the capacity is at least `sessions_per_s`.
+    pub capped: bool,
 }
 
 /// A capacity and the runs that found it.
@@ -73,16 +80,23 @@ pub fn search(regime: &Regime, job: &Job, start: f64) -> Result<Capacity, StudyE
         probes.push(r);
         Ok(ok)
     };
+    let max_rate = regime.max_rate();
     let start = if start.is_finite() && start > 0.0 {
         start
     } else {
         regime.rough_capacity()
-    };
+    }
+    .min(max_rate);
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    let mut capped = false;
     if probe(start)? {
         lo = start;
         for _ in 0..MAX_STEPS {
-            let r = lo * 2.0;
+            if lo >= max_rate {
+                capped = true;
+                break;
+            }
+            let r = (lo * 2.0).min(max_rate);
             if probe(r)? {
                 lo = r;
             } else {
@@ -124,6 +138,7 @@ pub fn search(regime: &Regime, job: &Job, start: f64) -> Result<Capacity, StudyE
             missed_at: hi,
             probes: probes.len(),
             bracketed,
+            capped,
         },
         probes,
     })
@@ -162,6 +177,25 @@ mod tests {
             sessions: Arc::new(sessions),
             vocab: 150_000,
         })
+    }
+
+    #[test]
+    fn a_sample_too_small_to_load_the_cluster_is_capped_not_measured() {
+        let p = Profile::load("llama3-8b-a100").unwrap();
+        let w = workload();
+        let few = Arc::new(Workload {
+            sessions: Arc::new(w.sessions[..12].to_vec()),
+            ..Workload::clone(&w)
+        });
+        let r = Regime::new(&p, &few, 16).unwrap();
+        let job = Job::new("capacity", "round_robin", 1, f64::NAN, 0.0);
+        let a = search(&r, &job, 0.0).unwrap();
+        assert!(a.row.capped && !a.row.bracketed, "{:?}", a.row);
+        assert_eq!(a.row.sessions_per_s, r.max_rate());
+        assert!(a.probes.iter().all(|p| p.rate <= r.max_rate()));
+        // The full sample is not capped on two instances.
+        let r = Regime::new(&p, &w, 2).unwrap();
+        assert!(!search(&r, &job, 0.0).unwrap().row.capped);
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub const MIN_TTFT_SLO: f64 = 0.25;
 /// Floor of the TPOT SLO, seconds.
 pub const MIN_TPOT_SLO: f64 = 0.02;
 
+/// Arrival windows at least this many session durations long count as a
+/// sustained rate (see [`Regime::max_rate`]): with sessions arriving over
+/// 3 durations, two thirds of the run sees the full concurrency.
+pub const STEADY_SPANS: f64 = 3.0;
+
 /// An engine profile, a workload, an instance count.
 #[derive(Debug, Clone)]
 pub struct Regime {
@@ -54,6 +59,10 @@ pub struct Regime {
     pub turns_per_session: f64,
     /// The p90 prompt's unloaded TTFT and TPOT, seconds.
     pub unloaded: (f64, f64),
+    /// A session's mean duration when nothing queues, seconds: its think
+    /// times, its prefills (scaled from the p90 prompt's by length) and its
+    /// decodes.
+    pub session_secs: f64,
 }
 
 impl Regime {
@@ -72,7 +81,9 @@ impl Regime {
         }
         let (slo, unloaded) = slo_for(profile, &workload)?;
         let requests: usize = workload.sessions.iter().map(|s| s.turns.len()).sum();
+        let session_secs = session_secs(&workload, unloaded);
         Ok(Regime {
+            session_secs,
             slo,
             profile: profile.clone(),
             turns_per_session: requests as f64 / workload.sessions.len() as f64,
@@ -104,6 +115,15 @@ impl Regime {
         self.instances as f64 / (per_request.max(1e-4) * self.turns_per_session.max(1.0))
     }
 
+    /// The highest session rate this workload can offer open-loop: its
+    /// sessions arriving over at least [`STEADY_SPANS`] session durations,
+    /// so that most requests run while the full load is on. Beyond it a
+    /// finite sample is a burst of concurrent sessions, not a rate, and a
+    /// capacity search stops there (`capped`).
+    pub fn max_rate(&self) -> f64 {
+        self.workload.sessions.len() as f64 / (STEADY_SPANS * self.session_secs.max(1e-3))
+    }
+
     /// `profile/workload/N`.
     pub fn label(&self) -> String {
         format!(
@@ -111,6 +131,28 @@ impl Regime {
             self.profile.name, self.workload.name, self.instances
         )
     }
+}
+
+/// Mean unloaded duration of a session of `w`: think times between turns,
+/// each turn's prefill (the p90 prompt's unloaded TTFT scaled by prompt
+/// length, an overestimate for cached turns) and decode at the unloaded TPOT.
+fn session_secs(w: &Workload, (ttft, tpot): (f64, f64)) -> f64 {
+    let p90_len = p90_prompt(w).map_or(1, |(len, _)| len.max(1)) as f64;
+    let total: f64 = w
+        .sessions
+        .iter()
+        .map(|s| {
+            let turns: f64 = s
+                .turns
+                .iter()
+                .map(|t| {
+                    ttft * t.prompt_tokens.len() as f64 / p90_len + f64::from(t.max_tokens) * tpot
+                })
+                .sum();
+            turns + s.think_time.as_secs_f64() * s.turns.len().saturating_sub(1) as f64
+        })
+        .sum();
+    total / w.sessions.len().max(1) as f64
 }
 
 /// The 90th-percentile prompt of a workload (over every turn), and the

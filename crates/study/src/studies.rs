@@ -263,10 +263,11 @@ fn capacities(
     Ok((rows, probes))
 }
 
-/// Capacities of each regime, by regime label.
+/// Capacities by regime label and policy, each `(seed, sessions/s)`;
+/// capped searches (lower bounds only) are left out.
 pub(crate) fn by_regime(rows: &[CapacityRow]) -> BTreeMap<String, Capacities> {
     let mut m: BTreeMap<String, Capacities> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.capped) {
         m.entry(format!("{}/{}/{}", r.profile, r.workload, r.instances))
             .or_default()
             .entry(r.policy.clone())
@@ -288,11 +289,13 @@ fn scale_workloads(quick: bool) -> Vec<WorkloadDef> {
         WorkloadDef {
             name: "gsp",
             spec: "gsp:groups=16,prompts_per_group=8,system_tokens=8192,question_tokens=256,output_tokens=128".into(),
+            copies: 1,
             about: "16 groups of 8 questions after 8k-token system prompts, per copy",
         },
         WorkloadDef {
             name: "sharegpt",
             spec: "sharegpt:max_sessions=80,max_output_tokens=256,max_prompt_tokens=16384,think_time_s=1".into(),
+            copies: 1,
             about: "80 multi-turn ShareGPT conversations per copy",
         },
     ];
@@ -300,6 +303,7 @@ fn scale_workloads(quick: bool) -> Vec<WorkloadDef> {
         v.push(WorkloadDef {
             name: "rag",
             spec: "rag:num_requests=300,passages_per_request=5,zipf_s=1.0,max_tokens=64,order=popularity".into(),
+            copies: 1,
             about: "300 RAG requests per copy",
         });
     }
@@ -312,6 +316,7 @@ pub fn live_workloads(quick: bool) -> Vec<WorkloadDef> {
         name: "gsp",
         spec: "gsp:groups=12,prompts_per_group=8,system_tokens=2048,question_tokens=128,output_tokens=64"
             .into(),
+        copies: 1,
         about: "12 groups of 8 questions after 2k-token system prompts",
     }];
     if !quick {
@@ -319,6 +324,7 @@ pub fn live_workloads(quick: bool) -> Vec<WorkloadDef> {
             name: "sharegpt",
             spec: "sharegpt:max_sessions=24,max_output_tokens=128,max_prompt_tokens=3584,think_time_s=1"
                 .into(),
+            copies: 1,
             about: "24 multi-turn ShareGPT conversations",
         });
     }

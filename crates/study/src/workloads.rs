@@ -24,6 +24,10 @@ pub struct WorkloadDef {
     pub name: &'static str,
     /// The spec (`--workload` syntax).
     pub spec: String,
+    /// Tenants replaying it at once (token ids shifted per copy, so copies
+    /// share nothing; see [`crate::sims::replica`]): a small sample made
+    /// into enough independent sessions to load a large cluster.
+    pub copies: usize,
     /// What it stands for, for the document.
     pub about: &'static str,
 }
@@ -38,19 +42,22 @@ pub fn gpu_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "gsp:groups={},prompts_per_group=8,system_tokens=8192,question_tokens=256,output_tokens=128",
                 q(128, 96)
             ),
+            copies: 1,
             about: "SGLang's generated-shared-prefix: groups of 8 questions after a shared 8k-token system prompt; the system prompts together exceed one instance's KV cache",
         },
         WorkloadDef {
             name: "agent",
             spec: format!(
                 "agent:sessions={},preamble_tokens=4096,turns=12,user_tokens=1024,output_tokens=256,think_time_s=1",
-                q(96, 40)
+                q(400, 40)
             ),
+            copies: 1,
             about: "agent sessions: a shared 4k-token tool preamble, 12 turns of ~1k-token tool results, contexts growing to ~20k tokens",
         },
         WorkloadDef {
             name: "mooncake",
             spec: format!("mooncake:max_requests={}", q(1000, 400)),
+            copies: 1,
             about: "the shipped Mooncake trace sample at its real lengths (hash ids → token blocks of 512; mean prompt ~9k tokens, up to 128k)",
         },
         WorkloadDef {
@@ -59,15 +66,17 @@ pub fn gpu_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "rag:num_requests={},passages_per_request=5,zipf_s=1.0,max_tokens=64,order=popularity",
                 q(1500, 600)
             ),
+            copies: 1,
             about: "RAG over the MuSiQue sample, Zipf(1.0)-popular passages in popularity order (a stable order, so reuse exists)",
         },
         WorkloadDef {
             name: "sharegpt",
             spec: format!(
                 "sharegpt:max_sessions={},max_output_tokens=256,max_prompt_tokens=16384,think_time_s=1",
-                q(400, 160)
+                q(400, 400)
             ),
-            about: "multi-turn ShareGPT conversations (the shipped sample), each turn resending the whole history",
+            copies: q(5, 2),
+            about: "multi-turn ShareGPT conversations (the shipped sample of 400, replayed by independent tenants), each turn resending the whole history",
         },
         WorkloadDef {
             name: "random",
@@ -75,11 +84,12 @@ pub fn gpu_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "random:num_requests={},input_tokens=1024,output_tokens=128,range_ratio=0.5",
                 q(1000, 400)
             ),
+            copies: 1,
             about: "vLLM's random dataset: no prefix shared beyond chance (the control: routing by cache cannot help)",
         },
     ]
     .into_iter()
-    .filter(|w| !quick || matches!(w.name, "gsp" | "agent" | "rag" | "sharegpt"))
+    .filter(|w| !quick || matches!(w.name, "gsp" | "rag" | "sharegpt"))
     .collect()
 }
 
@@ -94,6 +104,7 @@ pub fn seed_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "gsp:groups={},prompts_per_group=8,system_tokens=2048,question_tokens=128,output_tokens=128",
                 q(64, 32)
             ),
+            copies: 1,
             about: "generated-shared-prefix sized for a 4k context: 2k-token system prompts",
         },
         WorkloadDef {
@@ -102,6 +113,7 @@ pub fn seed_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "rag:num_requests={},passages_per_request=5,zipf_s=1.0,max_tokens=64,order=popularity",
                 q(1500, 600)
             ),
+            copies: 1,
             about: "as above",
         },
         WorkloadDef {
@@ -110,6 +122,7 @@ pub fn seed_workloads(quick: bool) -> Vec<WorkloadDef> {
                 "sharegpt:max_sessions={},max_output_tokens=256,max_prompt_tokens=3584,think_time_s=1",
                 q(400, 160)
             ),
+            copies: 1,
             about: "multi-turn ShareGPT, conversations ended before a prompt longer than 3,584 tokens",
         },
     ]
@@ -120,7 +133,15 @@ pub fn seed_workloads(quick: bool) -> Vec<WorkloadDef> {
 
 /// Build a workload from its definition (seeded).
 pub fn build(def: &WorkloadDef, seed: u64) -> Result<Workload, StudyError> {
-    build_spec(def.name, &def.spec, seed)
+    let w = build_spec(def.name, &def.spec, seed)?;
+    if def.copies <= 1 {
+        return Ok(w);
+    }
+    Ok(Workload {
+        spec: format!("{} ×{} copies", w.spec, def.copies),
+        sessions: Arc::new(crate::sims::replicate(&w.sessions, def.copies, w.vocab)),
+        ..w
+    })
 }
 
 /// Build the workload of a one-line `spec` (seeded), called `name`.
