@@ -385,6 +385,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     write_csv(&path, &probes)?;
     files.push(path);
     let caps = by_regime(&cap_rows);
+    let no_caps = Capacities::default();
 
     // Figures: capacity relative to round-robin, per profile.
     let mut profiles: Vec<String> = regimes.iter().map(|r| r.profile.name.clone()).collect();
@@ -399,7 +400,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                 values: mine
                     .iter()
                     .map(|r| {
-                        let c = &caps[&r.label()];
+                        let c = caps.get(&r.label()).unwrap_or(&no_caps);
                         let (s, _) = crate::spread::compare(
                             c.get(*pol).map_or(&[][..], |v| v),
                             c.get("round_robin").map_or(&[][..], |v| v),
@@ -470,7 +471,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let loads = [0.5, 1.0];
     let mut jobs = Vec::new();
     for r in &regimes {
-        let rr = median_capacity(&caps[&r.label()], "round_robin");
+        let rr = median_capacity(caps.get(&r.label()).unwrap_or(&no_caps), "round_robin");
         if rr.is_nan() || rr <= 0.0 {
             continue;
         }
@@ -523,7 +524,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     };
     let mut jobs = Vec::new();
     for r in &focus {
-        let rate = median_capacity(&caps[&r.label()], "weighted");
+        let rate = median_capacity(caps.get(&r.label()).unwrap_or(&no_caps), "weighted");
         if rate.is_nan() || rate <= 0.0 {
             continue;
         }
@@ -609,7 +610,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let sload = 0.8;
     let mut jobs = Vec::new();
     for r in &focus {
-        let c = &caps[&r.label()];
+        let c = caps.get(&r.label()).unwrap_or(&no_caps);
         for &i in &intervals {
             for (study, list) in [
                 ("staleness_sync", &sync_policies[..]),
@@ -720,7 +721,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         let caps2 = by_regime(&rows2);
         let mut jobs = Vec::new();
         for (k, b) in base.iter().enumerate() {
-            let rr = median_capacity(&caps2[&b.label()], "round_robin");
+            let rr = median_capacity(caps2.get(&b.label()).unwrap_or(&no_caps), "round_robin");
             if rr.is_nan() || rr <= 0.0 {
                 continue;
             }

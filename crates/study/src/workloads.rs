@@ -49,7 +49,7 @@ pub fn gpu_workloads(quick: bool) -> Vec<WorkloadDef> {
             name: "agent",
             spec: format!(
                 "agent:sessions={},preamble_tokens=4096,turns=12,user_tokens=1024,output_tokens=256,think_time_s=1",
-                q(400, 40)
+                q(300, 40)
             ),
             copies: 1,
             about: "agent sessions: a shared 4k-token tool preamble, 12 turns of ~1k-token tool results, contexts growing to ~20k tokens",
