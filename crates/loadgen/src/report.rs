@@ -349,7 +349,7 @@ impl fmt::Display for RunReport {
             f.write_str(&EngineReport::comparison_table(&rows))?;
             writeln!(
                 f,
-                "engine means are exact; engine percentiles are estimated from histogram buckets"
+                "engine means are exact; engine percentiles are bucket estimates (interpolated as PromQL histogram_quantile, capped at mean/(1−q)); client percentiles are exact"
             )?;
             for i in &self.engines {
                 if let Some(e) = &i.error {

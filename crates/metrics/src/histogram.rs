@@ -123,6 +123,22 @@ impl Histogram {
         }
     }
 
+    /// [`quantile`](Histogram::quantile), capped by Markov's inequality: for
+    /// non-negative observations at most a share `1 − q` can reach
+    /// `mean / (1 − q)`, so the true `q`-quantile is no larger. Bucket
+    /// interpolation alone puts the median of a thousand 0.1 ms queue waits
+    /// at 150 ms when the first bucket ends at 0.3 s; the cap brings it to
+    /// 0.2 ms. The estimate stays in the bucket holding the sample quantile
+    /// (the cap is at least that quantile, so at least the bucket's lower
+    /// edge). Latency histograms only: a negative sum disables the cap.
+    pub fn quantile_bounded(&self, q: f64) -> Option<f64> {
+        let est = self.quantile(q)?;
+        match self.mean() {
+            Some(m) if m >= 0.0 && (0.0..1.0).contains(&q) => Some(est.min(m / (1.0 - q))),
+            _ => Some(est),
+        }
+    }
+
     /// The `q`-quantile (`0 <= q <= 1`) estimated from the buckets with the
     /// semantics of PromQL `histogram_quantile` (Prometheus
     /// `promql/quantile.go`, `bucketQuantile`):
@@ -411,6 +427,23 @@ mod tests {
     fn mean_is_exact_sum_over_count() {
         assert_eq!(h().mean(), Some(2.5));
         assert_eq!(Histogram::with_bounds(&[1.0]).mean(), None);
+    }
+
+    #[test]
+    fn bounded_quantile_is_capped_by_the_mean() {
+        let mut h = Histogram::with_bounds(&[0.3, 0.5, 1.0]);
+        for _ in 0..1000 {
+            h.observe(0.0001);
+        }
+        assert_eq!(h.quantile(0.5), Some(0.15));
+        let p50 = h.quantile_bounded(0.5).unwrap();
+        assert!((p50 - 0.0002).abs() < 1e-12, "{p50}");
+        // Where the buckets say less, they win.
+        let mut h = Histogram::with_bounds(&[0.1, 1.0, 10.0]);
+        for v in [0.05, 0.05, 0.05, 9.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.quantile_bounded(0.5), h.quantile(0.5));
     }
 
     #[test]

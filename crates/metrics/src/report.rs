@@ -34,7 +34,9 @@ pub struct TimerStats {
     pub count: f64,
     /// Exact mean (`sum / count`), seconds; `None` if no observation.
     pub mean: Option<f64>,
-    /// Median estimated from the buckets (PromQL `histogram_quantile`).
+    /// Median estimated from the buckets (PromQL `histogram_quantile`,
+    /// capped by Markov's bound `mean / (1 − q)`: see
+    /// [`Histogram::quantile_bounded`]).
     pub p50: Option<f64>,
     /// 90th percentile estimated from the buckets.
     pub p90: Option<f64>,
@@ -50,9 +52,9 @@ impl TimerStats {
         TimerStats {
             count: histogram.count,
             mean: histogram.mean(),
-            p50: histogram.quantile(0.5),
-            p90: histogram.quantile(0.9),
-            p99: histogram.quantile(0.99),
+            p50: histogram.quantile_bounded(0.5),
+            p90: histogram.quantile_bounded(0.9),
+            p99: histogram.quantile_bounded(0.99),
             histogram,
         }
     }

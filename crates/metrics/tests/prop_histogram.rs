@@ -1,5 +1,5 @@
 //! Invariants of [`Histogram`]: quantiles are monotone in `q` and land in the
-//! bucket of the true sample quantile; delta and merge undo each other; a
+//! bucket of the true sample quantile, also when capped by the mean; delta and merge undo each other; a
 //! merge of observation sets equals observing their union.
 
 use kvroute_metrics::Histogram;
@@ -64,6 +64,31 @@ proptest! {
             let lower = b.iter().copied().filter(|&le| le < upper).fold(0.0, f64::max);
             prop_assert!(lower <= est && est <= upper,
                 "estimate {est} outside ({lower}, {upper}] holding sample quantile {exact}");
+        }
+    }
+
+    #[test]
+    fn bounded_quantile_never_drops_below_the_sample_quantiles_bucket(
+        b in bounds(), obs in observations(), q in 0.001f64..0.999) {
+        let h = observed(&b, &obs);
+        let (est, bounded) = (h.quantile(q).unwrap(), h.quantile_bounded(q).unwrap());
+        prop_assert!(bounded <= est);
+        let mut sorted = obs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = q * sorted.len() as f64;
+        let exact = *sorted
+            .iter()
+            .find(|&&v| sorted.iter().filter(|&&w| w <= v).count() as f64 >= rank)
+            .unwrap();
+        let mean = obs.iter().sum::<f64>() / obs.len() as f64;
+        // Markov: the sample quantile is within the cap.
+        prop_assert!(exact <= mean / (1.0 - q) + 1e-9, "{exact} > {mean}/(1-{q})");
+        let largest = *b.last().unwrap();
+        if exact <= largest {
+            let upper = *b.iter().find(|&&le| exact <= le).unwrap();
+            let lower = b.iter().copied().filter(|&le| le < upper).fold(0.0, f64::max);
+            prop_assert!(lower - 1e-9 <= bounded && bounded <= upper,
+                "bounded {bounded} outside ({lower}, {upper}] holding sample quantile {exact}");
         }
     }
 
