@@ -55,6 +55,25 @@ struct Args {
     #[arg(long = "kv-replay", value_name = "URL=ENDPOINT")]
     kv_replay: Vec<String>,
 
+    /// Engines from DNS: HOST:PORT re-resolved every --discover-interval,
+    /// each address an instance (a Kubernetes headless Service's name gives
+    /// its ready pods). Repeatable.
+    #[arg(long = "discover-dns", value_name = "HOST:PORT")]
+    discover_dns: Vec<String>,
+
+    /// KV-event endpoint of DNS-found engines, {host} standing for each
+    /// address: connect:tcp://{host}:5557.
+    #[arg(long, value_name = "TEMPLATE")]
+    discover_kv_events: Option<String>,
+
+    /// Engines from a watched file: one `URL [KV_EVENTS [REPLAY]]` per line.
+    #[arg(long, value_name = "PATH")]
+    discover_file: Option<PathBuf>,
+
+    /// Seconds between DNS resolutions and file checks [default: 5].
+    #[arg(long, value_name = "SECS")]
+    discover_interval: Option<f64>,
+
     /// Routing policy: NAME or NAME:key=value,... (e.g. weighted:alpha=1,beta=0.5).
     #[arg(long, value_name = "SPEC")]
     policy: Option<String>,
@@ -385,9 +404,17 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     if args.admin_token.is_some() {
         c.admin_token = args.admin_token.clone();
     }
+    c.discovery.dns.extend(args.discover_dns.iter().cloned());
+    if args.discover_kv_events.is_some() {
+        c.discovery.dns_kv_events = args.discover_kv_events.clone();
+    }
+    if args.discover_file.is_some() {
+        c.discovery.file = args.discover_file.clone();
+    }
+    set(&mut c.discovery.interval_secs, args.discover_interval);
     c.validate()?;
-    if c.instances.is_empty() {
-        tracing::warn!("no instances configured: add some with --instance, the config file, or POST /admin/instances");
+    if c.instances.is_empty() && !c.discovery.enabled() {
+        tracing::warn!("no instances configured: add some with --instance, the config file, --discover-dns, --discover-file, or POST /admin/instances");
     }
     Ok(c)
 }

@@ -24,6 +24,8 @@ pub struct RouterConfig {
     pub policy: PolicyConfig,
     /// The engines to route to (TOML: `[[instances]]` tables).
     pub instances: Vec<InstanceConfig>,
+    /// Engines found at run time: DNS names re-resolved, a watched file.
+    pub discovery: DiscoveryConfig,
     /// How prompts become block hashes; must match the engines.
     pub hashing: HashingConfig,
     /// Where the cache directory's entries come from.
@@ -58,6 +60,7 @@ impl Default for RouterConfig {
                 PolicyConfig::RoundRobin(kvroute_policy::RoundRobinConfig::default())
             }),
             instances: Vec::new(),
+            discovery: DiscoveryConfig::default(),
             hashing: HashingConfig::default(),
             directory: DirectoryConfig::default(),
             proxy: ProxyConfig::default(),
@@ -104,6 +107,47 @@ impl InstanceConfig {
     pub fn with_kv_events(mut self, endpoint: impl Into<String>) -> InstanceConfig {
         self.kv_events = Some(endpoint.into());
         self
+    }
+}
+
+/// Engines found rather than listed (see `discovery.rs`): every
+/// `interval_secs` each DNS name is resolved and the file re-read, and the
+/// instances found are added and those gone removed. Instances listed in
+/// `instances` or added through the admin API are never touched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// `HOST:PORT` names; each address a name resolves to is an instance
+    /// `http://ADDR:PORT` (a Kubernetes headless Service's name resolves to
+    /// its ready pods).
+    pub dns: Vec<String>,
+    /// KV-event endpoint of DNS-found instances, `{host}` standing for the
+    /// address: `connect:tcp://{host}:5557` (the engines bind their
+    /// publishers). Unset: no KV events (predicted entries).
+    pub dns_kv_events: Option<String>,
+    /// A file of instances, one per line: `URL [KV_EVENTS [REPLAY]]`; blank
+    /// lines and `#` comments are skipped. Re-read when it changes; written
+    /// by whatever knows the fleet (a config-management tool, a sidecar).
+    pub file: Option<PathBuf>,
+    /// Seconds between resolutions and file checks.
+    pub interval_secs: f64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            dns: Vec::new(),
+            dns_kv_events: None,
+            file: None,
+            interval_secs: 5.0,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Whether anything is to be discovered.
+    pub fn enabled(&self) -> bool {
+        !self.dns.is_empty() || self.file.is_some()
     }
 }
 
@@ -423,6 +467,29 @@ impl RouterConfig {
 
     /// Check values serde accepts but the router cannot use.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.discovery.enabled()
+            && !(self.discovery.interval_secs.is_finite()
+                && (0.05..=3600.0).contains(&self.discovery.interval_secs))
+        {
+            return Err(invalid(
+                "discovery.interval_secs",
+                "must be between 0.05 and 3600 seconds",
+            ));
+        }
+        for name in &self.discovery.dns {
+            if crate::discovery::split_host_port(name).is_none() {
+                return Err(invalid("discovery.dns", "entries are HOST:PORT"));
+            }
+        }
+        if let Some(t) = &self.discovery.dns_kv_events {
+            if !t.contains("{host}") {
+                return Err(invalid("discovery.dns_kv_events", "must contain {host}"));
+            }
+            InstanceConfig::new("http://127.0.0.1:1")
+                .with_kv_events(t.replace("{host}", "127.0.0.1"))
+                .validate()
+                .map_err(|e| invalid("discovery.dns_kv_events", &e))?;
+        }
         if self.hashing.block_size == 0 {
             return Err(invalid("hashing.block_size", "must be at least 1"));
         }

@@ -448,6 +448,13 @@ impl Gateway {
                 spawn_kv_task(self, &e, &mut b);
             }
         }
+        if self.config.discovery.enabled() {
+            b.tasks.push(tokio::spawn(crate::discovery::run(
+                Arc::clone(self),
+                self.config.discovery.clone(),
+                b.stop.subscribe(),
+            )));
+        }
         *bg = Some(b);
     }
 

@@ -78,9 +78,10 @@ kvroute_gateway::serve(listener, config, async { let _ = tokio::signal::ctrl_c()
 pub use crate::admit::{Admit, AdmitLayer};
 pub use crate::body::{BoxError, ProxyBody, TrackedBody};
 pub use crate::config::{
-    AdmissionConfig, ConfigError, DirectoryConfig, HashingConfig, HealthConfig, InstanceConfig,
-    OutlierConfig, ProxyConfig, RouterConfig, DEFAULT_FORWARD_PATHS,
+    AdmissionConfig, ConfigError, DirectoryConfig, DiscoveryConfig, HashingConfig, HealthConfig,
+    InstanceConfig, OutlierConfig, ProxyConfig, RouterConfig, DEFAULT_FORWARD_PATHS,
 };
+pub use crate::discovery::parse_instance_file;
 pub use crate::encode::{pseudo_tokens, EncoderError, PromptEncoder};
 pub use crate::error::{AddInstanceError, ServeError};
 pub use crate::gateway::{Gateway, UpstreamClient};
@@ -98,6 +99,7 @@ mod admin;
 mod admit;
 mod body;
 mod config;
+mod discovery;
 mod encode;
 mod error;
 mod gateway;

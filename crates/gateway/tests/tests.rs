@@ -25,3 +25,5 @@ mod emulator;
 // overload, slow and large bodies, hostile KV-event peers, blind exact mode,
 // exposure.
 mod reliability;
+// Engines found at run time: instance file, DNS.
+mod discovery;
