@@ -57,8 +57,9 @@ impl ApiKind {
 pub struct ParsedRequest<'a> {
     /// The endpoint.
     pub kind: ApiKind,
-    /// `model`.
-    pub model: Cow<'a, str>,
+    /// `model`; `None` when the body has none, which vLLM accepts (it then
+    /// serves its one model), so the router forwards it unchanged.
+    pub model: Option<Cow<'a, str>>,
     /// `stream` (absent: false).
     pub stream: bool,
     /// The prompt.
@@ -243,11 +244,15 @@ pub fn parse_request(kind: ApiKind, body: &[u8]) -> Result<ParsedRequest<'_>, Re
     }
     let env: Envelope<'_> =
         serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let model = env.model.ok_or(RequestError::MissingField("model"))?;
-    let model = json_str(model).ok_or(RequestError::WrongType {
-        field: "model",
-        expected: "a string",
-    })?;
+    let model = env
+        .model
+        .map(|m| {
+            json_str(m).ok_or(RequestError::WrongType {
+                field: "model",
+                expected: "a string",
+            })
+        })
+        .transpose()?;
     let stream = match env.stream.map(RawValue::get) {
         None | Some("false") => false,
         Some("true") => true,
@@ -438,7 +443,7 @@ mod tests {
         ));
         assert!(p.stream);
         assert_eq!(p.max_tokens, Some(7));
-        assert_eq!(p.model, "m");
+        assert_eq!(p.model.as_deref(), Some("m"));
         let p = completions(r#"{"model":"m","prompt":"a\nb"}"#).unwrap();
         assert_eq!(p.prompt, PromptInput::Text(Cow::Owned("a\nb".into())));
     }
@@ -478,13 +483,11 @@ mod tests {
 
     #[test]
     fn required_fields() {
+        // vLLM serves its one model when `model` is absent or null.
+        assert_eq!(completions(r#"{"prompt":"x"}"#).unwrap().model, None);
         assert_eq!(
-            completions(r#"{"prompt":"x"}"#),
-            Err(RequestError::MissingField("model"))
-        );
-        assert_eq!(
-            completions(r#"{"model":null,"prompt":"x"}"#),
-            Err(RequestError::MissingField("model"))
+            completions(r#"{"model":null,"prompt":"x"}"#).unwrap().model,
+            None
         );
         assert_eq!(
             completions(r#"{"model":"m"}"#),

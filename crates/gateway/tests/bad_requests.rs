@@ -25,7 +25,6 @@ async fn malformed_requests_get_openai_style_4xx() {
         (&comp, "{not json", "invalid_json"),
         (&comp, "", "invalid_json"),
         (&comp, "[1,2]", "invalid_json"),
-        (&comp, r#"{"prompt": "hi"}"#, "missing_required_parameter"),
         (&comp, r#"{"model": "m"}"#, "missing_required_parameter"),
         (
             &comp,
@@ -54,13 +53,14 @@ async fn malformed_requests_get_openai_style_4xx() {
         let ans = post(&c, url, body).await;
         assert_openai_error(&ans, 400, code);
     }
-    let missing = post(
+    let wrong = post(
         &c,
         &chat,
-        r#"{"messages": [{"role":"user","content":"x"}]}"#,
+        r#"{"model": 3, "messages": [{"role":"user","content":"x"}]}"#,
     )
     .await;
-    assert_eq!(missing.json()["error"]["param"], "model");
+    assert_openai_error(&wrong, 400, "invalid_type");
+    assert_eq!(wrong.json()["error"]["param"], "model");
 
     let big = completion(&"x".repeat(2000), false);
     let ans = post(&c, &comp, &big).await;
@@ -73,6 +73,19 @@ async fn malformed_requests_get_openai_style_4xx() {
     assert_eq!(
         post(&c, &comp, &completion("fine", false)).await.status,
         200
+    );
+    // Without `model`, as vLLM accepts it: forwarded unchanged.
+    let ans = post(
+        &c,
+        &comp,
+        r#"{"prompt": "no model named", "max_tokens": 2}"#,
+    )
+    .await;
+    assert_eq!(ans.status, 200, "{}", ans.text());
+    let seen = a.seen.bodies.lock().last().cloned().unwrap();
+    assert_eq!(
+        &seen[..],
+        br#"{"prompt": "no model named", "max_tokens": 2}"#
     );
     r.shutdown().await;
 }
