@@ -132,6 +132,7 @@ def check_values_schema():
         {"router": {"config": {"directory": {"mode": "exakt"}}}},
         {"router": {"config": {"instances": [{"url": "https://x:1"}]}}},
         {"router": {"config": {"admin_token": "in-a-values-file"}}},
+        {"router": {"config": {"access": {"api_keys": ["in-a-values-file"]}}}},
         {"replicas": 2},
     ]
     for over in bad:
@@ -149,7 +150,7 @@ def check_schema_knows_router_keys(router, schema):
     cfg = schema["properties"]["router"]["properties"]["config"]["properties"]
     optional = {"model", "admin_token", "admin_listen", "hashing.tokenizer", "hashing.chat_template",
                 "discovery.dns_kv_events", "discovery.file"}
-    chart_owned = {"admin_token", "admin_listen"}
+    chart_owned = {"admin_token", "admin_listen", "access.api_keys"}
     router_keys = set(optional)
     for k, v in printed.items():
         if isinstance(v, dict):

@@ -171,6 +171,23 @@ struct Args {
     )]
     admin_token: Option<String>,
 
+    /// An API key clients must send (Authorization: Bearer KEY) on /v1/…,
+    /// as vLLM's --api-key. Repeatable; the variable takes a comma-separated
+    /// list.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "KVROUTE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+
+    /// Origins browsers may call the router from (CORS): "*" or
+    /// https://app.example.com. Repeatable.
+    #[arg(long = "cors-allowed-origin", value_name = "ORIGIN")]
+    cors_allowed_origins: Vec<String>,
+
     /// A second listener for /metrics and /admin/ (then the public port
     /// serves neither).
     #[arg(long, value_name = "ADDR")]
@@ -269,6 +286,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut shown = config.clone();
         if shown.admin_token.is_some() {
             shown.admin_token = Some("********".into());
+        }
+        for k in &mut shown.access.api_keys {
+            *k = "********".into();
         }
         print!(
             "{}",
@@ -404,6 +424,10 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     if args.admin_token.is_some() {
         c.admin_token = args.admin_token.clone();
     }
+    c.access.api_keys.extend(args.api_keys.iter().cloned());
+    c.access
+        .cors_allowed_origins
+        .extend(args.cors_allowed_origins.iter().cloned());
     c.discovery.dns.extend(args.discover_dns.iter().cloned());
     if args.discover_kv_events.is_some() {
         c.discovery.dns_kv_events = args.discover_kv_events.clone();

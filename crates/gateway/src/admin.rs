@@ -31,23 +31,13 @@ use std::sync::Arc;
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-/// Whether `given` is the token, in time independent of both (digests of
-/// equal length compared with `subtle`, so neither the token's content nor its
-/// length leaks through timing).
-fn same(given: &[u8], token: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
-    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
-    a.as_slice().ct_eq(b.as_slice()).into()
-}
-
 fn authorized(gw: &Gateway, req: &Request<Incoming>) -> Option<bool> {
     let token = gw.config.admin_token.as_deref()?;
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    Some(given.is_some_and(|g| same(g, token.as_bytes())))
+    Some(given.is_some_and(|g| crate::auth::same(g, token.as_bytes())))
 }
 
 pub(crate) async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ProxyBody> {

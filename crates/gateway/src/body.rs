@@ -62,6 +62,13 @@ impl ProxyBody {
     }
 }
 
+impl Default for ProxyBody {
+    /// An empty body (what layers such as CORS answer preflights with).
+    fn default() -> ProxyBody {
+        ProxyBody::empty()
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -26,6 +26,8 @@ pub struct RouterConfig {
     pub instances: Vec<InstanceConfig>,
     /// Engines found at run time: DNS names re-resolved, a watched file.
     pub discovery: DiscoveryConfig,
+    /// Who may call the public port: API keys, CORS origins.
+    pub access: AccessConfig,
     /// How prompts become block hashes; must match the engines.
     pub hashing: HashingConfig,
     /// Where the cache directory's entries come from.
@@ -61,6 +63,7 @@ impl Default for RouterConfig {
             }),
             instances: Vec::new(),
             discovery: DiscoveryConfig::default(),
+            access: AccessConfig::default(),
             hashing: HashingConfig::default(),
             directory: DirectoryConfig::default(),
             proxy: ProxyConfig::default(),
@@ -108,6 +111,20 @@ impl InstanceConfig {
         self.kv_events = Some(endpoint.into());
         self
     }
+}
+
+/// Client access to the public port (see `auth.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Keys a client must send as `Authorization: Bearer KEY` on `/v1/…`
+    /// (vLLM's `--api-key`); empty: no key needed. The header is forwarded
+    /// to the engines unchanged, so engines started with the same key accept
+    /// the routed requests.
+    pub api_keys: Vec<String>,
+    /// Origins browsers may call from (CORS; `"*"` for any, or
+    /// `https://app.example.com`); empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Engines found rather than listed (see `discovery.rs`): every
@@ -467,6 +484,29 @@ impl RouterConfig {
 
     /// Check values serde accepts but the router cannot use.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .access
+            .api_keys
+            .iter()
+            .any(|k| k.is_empty() || k.trim() != k)
+        {
+            return Err(invalid(
+                "access.api_keys",
+                "keys must be non-empty, without surrounding spaces",
+            ));
+        }
+        for o in &self.access.cors_allowed_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.ends_with('/')
+                    && http::HeaderValue::from_str(o).is_ok());
+            if !ok {
+                return Err(invalid(
+                    "access.cors_allowed_origins",
+                    format!("{o:?} is not \"*\" or an origin such as https://app.example.com"),
+                ));
+            }
+        }
         if self.discovery.enabled()
             && !(self.discovery.interval_secs.is_finite()
                 && (0.05..=3600.0).contains(&self.discovery.interval_secs))

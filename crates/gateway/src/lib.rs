@@ -76,10 +76,11 @@ kvroute_gateway::serve(listener, config, async { let _ = tokio::signal::ctrl_c()
 #![deny(missing_docs)]
 
 pub use crate::admit::{Admit, AdmitLayer};
+pub use crate::auth::{cors_layer, ApiKey, ApiKeyLayer};
 pub use crate::body::{BoxError, ProxyBody, TrackedBody};
 pub use crate::config::{
-    AdmissionConfig, ConfigError, DirectoryConfig, DiscoveryConfig, HashingConfig, HealthConfig,
-    InstanceConfig, OutlierConfig, ProxyConfig, RouterConfig, DEFAULT_FORWARD_PATHS,
+    AccessConfig, AdmissionConfig, ConfigError, DirectoryConfig, DiscoveryConfig, HashingConfig,
+    HealthConfig, InstanceConfig, OutlierConfig, ProxyConfig, RouterConfig, DEFAULT_FORWARD_PATHS,
 };
 pub use crate::discovery::parse_instance_file;
 pub use crate::encode::{pseudo_tokens, EncoderError, PromptEncoder};
@@ -97,6 +98,7 @@ pub use crate::upstream::{BadUrl, BaseUrl, EngineMirror, FeedFallback, KvStats, 
 
 mod admin;
 mod admit;
+mod auth;
 mod body;
 mod config;
 mod discovery;

@@ -59,8 +59,11 @@ pub async fn serve_gateway(
     } else {
         Surface::All
     };
+    let access = &gateway.config().access;
     let svc = ServiceBuilder::new()
         .layer(AccessLogLayer::new())
+        .option_layer(crate::auth::cors_layer(access))
+        .option_layer(crate::auth::ApiKeyLayer::from_config(access))
         .layer(admit)
         .service(RouterService::with_surface(Arc::clone(&gateway), public));
     let admin_svc =

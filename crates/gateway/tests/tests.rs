@@ -27,3 +27,5 @@ mod emulator;
 mod reliability;
 // Engines found at run time: instance file, DNS.
 mod discovery;
+// API keys and CORS on the public port.
+mod access;
