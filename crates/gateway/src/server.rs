@@ -18,8 +18,8 @@ use crate::error::ServeError;
 use crate::gateway::Gateway;
 use crate::proxy::Surface;
 use crate::service::{AccessLogLayer, RouterService};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -73,8 +73,11 @@ pub async fn serve_gateway(
                 Arc::clone(&gateway),
                 Surface::Admin,
             ));
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
+    // HTTP/1.1, and HTTP/2 over cleartext (h2c, prior knowledge) for
+    // clients that speak it: told apart by the connection preface.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1().timer(TokioTimer::new()).keep_alive(true);
+    http.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -86,10 +89,12 @@ pub async fn serve_gateway(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = http.serve_connection(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(svc.clone()),
-                    );
+                    let conn = http
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(svc.clone()),
+                        )
+                        .into_owned();
                     let conn = graceful.watch(conn);
                     conns.spawn(async move {
                         if let Err(e) = conn.await {
@@ -105,10 +110,12 @@ pub async fn serve_gateway(
             },
             accepted = accept_on(admin_listener.as_ref()) => {
                 if let Ok((stream, peer)) = accepted {
-                    let conn = http.serve_connection(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(admin_svc.clone()),
-                    );
+                    let conn = http
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(admin_svc.clone()),
+                        )
+                        .into_owned();
                     let conn = graceful.watch(conn);
                     conns.spawn(async move {
                         if let Err(e) = conn.await {

@@ -38,8 +38,14 @@ async fn api_keys_guard_the_api() {
     let models = send(&c, "GET", &r.url("/v1/models"), &[], "").await;
     assert_eq!(models.status, 401);
     // Not the API: probes and the router's own pages need no key.
-    assert_eq!(send(&c, "GET", &r.url("/health"), &[], "").await.status, 200);
-    assert_eq!(send(&c, "GET", &r.url("/metrics"), &[], "").await.status, 200);
+    assert_eq!(
+        send(&c, "GET", &r.url("/health"), &[], "").await.status,
+        200
+    );
+    assert_eq!(
+        send(&c, "GET", &r.url("/metrics"), &[], "").await.status,
+        200
+    );
     r.shutdown().await;
 }
 
@@ -56,7 +62,10 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
         [
             ("origin", origin),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "authorization,content-type"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
         ]
     };
     // A preflight needs no key and names the allowed origin.

@@ -151,3 +151,36 @@ async fn chat_turns_share_a_prefix_without_a_template() {
     }
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_clients_over_cleartext_are_served() {
+    let a = backend(Behavior::default()).await;
+    let r = router(config("round_robin", &[&a])).await;
+    // Prior-knowledge h2c, as gRPC-style and HTTP/2-only clients speak it.
+    let h2: TestClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    for stream in [false, true] {
+        let ans = post(&h2, &r.url("/v1/completions"), &completion("h2", stream)).await;
+        assert_eq!(ans.status, 200, "{}", ans.text());
+        if stream {
+            assert!(ans.text().contains("data: [DONE]"), "{}", ans.text());
+        }
+    }
+    let health = send(&h2, "GET", &r.url("/health"), &[], "").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(a.requests(), 2);
+    // HTTP/1.1 on the same port still works.
+    assert_eq!(
+        post(
+            &client(),
+            &r.url("/v1/completions"),
+            &completion("h1", false)
+        )
+        .await
+        .status,
+        200
+    );
+    r.shutdown().await;
+}
