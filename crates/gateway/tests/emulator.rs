@@ -19,14 +19,6 @@ fn qwen3() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/tokenizers/qwen3")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_mode_predictions_equal_the_engines_cache_hits() {
     let tokenizer = Arc::new(Tokenizer::from_file(qwen3().join("tokenizer.json.gz")).unwrap());

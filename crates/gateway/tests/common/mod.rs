@@ -327,6 +327,16 @@ impl Drop for Router {
 }
 
 /// A test configuration: fast probes, no metric polls, the given policy.
+/// A port free now on 127.0.0.1 (for sockets a test binds later, or that
+/// another party binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn config(policy: &str, backends: &[&Backend]) -> RouterConfig {
     let mut c = RouterConfig {
         policy: kvroute_policy::PolicyConfig::parse(policy).unwrap(),
