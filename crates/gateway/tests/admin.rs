@@ -299,8 +299,17 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
     r.eventually(5.0, "stream started", |r| r.inflight(0) == 1)
         .await;
     let gw = Arc::clone(&r.gw);
+    let addr = r.addr;
     let shut = tokio::spawn(r.shutdown());
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Shutdown has begun once the listener is closed; the stream holds it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener still open"
+        );
+        tokio::task::yield_now().await;
+    }
     assert!(!shut.is_finished(), "shutdown waits for the stream");
     gate.add_permits(1);
     let ans = req.await.unwrap();
