@@ -600,3 +600,30 @@ fn counter(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every family registered in this file is documented in
+    /// docs/metrics.md (counters under their `_total` name).
+    #[test]
+    fn every_metric_is_documented() {
+        let src = include_str!("metrics.rs");
+        let doc = include_str!("../../../docs/metrics.md");
+        let mut names: Vec<&str> = src
+            .split('"')
+            .filter(|s| {
+                s.starts_with("kvroute_")
+                    && s.len() > 8
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 30, "{names:?}");
+        for n in names {
+            let documented =
+                doc.contains(&format!("`{n}`")) || doc.contains(&format!("`{n}_total`"));
+            assert!(documented, "{n} is not in docs/metrics.md");
+        }
+    }
+}
