@@ -116,8 +116,14 @@ fn write_both(
     if let Some(dir) = stem.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(stem, e))?;
     }
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
+    // Appended, not replaced: a stem may hold dots (`llama3.2-3b`).
+    let with = |ext: &str| {
+        let mut p = stem.as_os_str().to_owned();
+        p.push(".");
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (svg, png) = (with("svg"), with("png"));
     {
         let root = SVGBackend::new(&svg, size).into_drawing_area();
         svg_draw(&root).map_err(|e| err(&svg, e))?;
