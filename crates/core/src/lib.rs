@@ -46,7 +46,7 @@ pub use crate::ids::{BlockHash, InstanceId, RequestId, SessionId};
 pub use crate::load::InstanceLoad;
 pub use crate::policy::{ClusterView, Completion, Outcome, Overlap, PickError, Policy};
 pub use crate::request::RouteRequest;
-pub use crate::rng::{mix64, SeededRng};
+pub use crate::rng::{mix64, BuildMix, FastMap, MixHasher, SeededRng};
 pub use crate::time::{Clock, ManualClock, Nanos, SystemClock};
 pub use crate::view::StaticView;
 

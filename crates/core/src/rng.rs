@@ -1,10 +1,13 @@
-//! [`SeededRng`]: a tiny deterministic generator usable through `&self`.
+//! [`SeededRng`]: a tiny deterministic generator usable through `&self`;
+//! [`mix64`] and the hash maps built on it ([`FastMap`]).
 //!
 //! Policies are shared across router tasks (`&self`), yet the simulator must be
 //! able to replay a run from a seed. SplitMix64 over an atomic counter gives
 //! both: each draw is one `fetch_add` (no lock), and a single-threaded caller
 //! sees the exact same sequence for the same seed.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -52,6 +55,35 @@ pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// A hasher for keys that are already uniform (block hashes, ids): one
+/// [`mix64`] per word, which also guards against hand-made sequential hashes
+/// in tests and traces. No random state, so iteration orders replay.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = mix64(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = mix64(self.0 ^ u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = mix64(self.0 ^ v);
+    }
+}
+
+/// Builds [`MixHasher`]s.
+pub type BuildMix = BuildHasherDefault<MixHasher>;
+
+/// A hash map with [`MixHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildMix>;
 
 #[cfg(test)]
 mod tests {

@@ -11,32 +11,10 @@
 //! instances hold nothing.
 
 use crate::lru::LruList;
-use kvroute_core::{mix64, BlockHash, InstanceId, Overlap};
+use kvroute_core::{BlockHash, BuildMix, InstanceId, Overlap};
 use smallvec::SmallVec;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Block hashes are already uniform (SHA-256 or xxh3 output); one multiply-mix
-/// guards against hand-made sequential hashes in tests and traces.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct MixHasher(u64);
-
-impl Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix64(self.0 ^ u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = mix64(v);
-    }
-}
-
-type BuildMix = BuildHasherDefault<MixHasher>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {

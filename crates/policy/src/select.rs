@@ -5,36 +5,9 @@
 //! peers that kept the first of equal candidates sent every request to one
 //! worker whenever the cluster was idle.
 
-use kvroute_core::{mix64, CandidateScore, ClusterView, InstanceId, InstanceLoad};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+pub(crate) use kvroute_core::FastMap;
+use kvroute_core::{CandidateScore, ClusterView, InstanceId, InstanceLoad};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Block hashes are already uniform; one multiply-mix per word is all a
-/// hash map keyed by them (or by ids) needs, and it has no random state, so
-/// iteration orders replay.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct MixHasher(u64);
-
-impl Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix64(self.0 ^ u64::from(b));
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = mix64(self.0 ^ u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = mix64(self.0 ^ v);
-    }
-}
-
-/// A hash map with [`MixHasher`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MixHasher>>;
 
 /// A rotating offset for tie-breaking.
 #[derive(Debug, Default)]
