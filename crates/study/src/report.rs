@@ -385,26 +385,8 @@ impl Report {
                 ("staleness_sync", "directory sync"),
                 ("staleness_metrics", "metrics poll"),
             ] {
-                let mut pols: Vec<&str> = self
-                    .staleness
-                    .iter()
-                    .filter(|r| r.study == study && in_regime(r, g))
-                    .map(|r| r.policy.as_str())
-                    .collect();
-                pols.sort_unstable();
-                pols.dedup();
-                for p in pols {
-                    let at = |i: f64| {
-                        seeds_of(
-                            self.staleness.iter().filter(|r| {
-                                r.study == study
-                                    && in_regime(r, g)
-                                    && r.policy == p
-                                    && interval(r, study) == i
-                            }),
-                            |r| r.ttft_p90,
-                        )
-                    };
+                for p in self.staleness_policies(study, g) {
+                    let at = |i: f64| self.staleness_at(study, g, p, i);
                     let fresh = at(0.0);
                     let few = [5.0, 2.0]
                         .into_iter()
@@ -507,6 +489,29 @@ impl Report {
             .iter()
             .filter(|g| self.staleness.iter().any(|r| in_regime(r, g)))
             .collect()
+    }
+
+    /// The policies of a staleness study in regime `g`, sorted.
+    fn staleness_policies(&self, study: &str, g: &Regime) -> Vec<&str> {
+        let mut pols: Vec<&str> = self
+            .staleness
+            .iter()
+            .filter(|r| r.study == study && in_regime(r, g))
+            .map(|r| r.policy.as_str())
+            .collect();
+        pols.sort_unstable();
+        pols.dedup();
+        pols
+    }
+
+    /// p90 TTFT per seed of policy `p` at interval `i` of a staleness study.
+    fn staleness_at(&self, study: &str, g: &Regime, p: &str, i: f64) -> Vec<(u64, f64)> {
+        seeds_of(
+            self.staleness.iter().filter(|r| {
+                r.study == study && in_regime(r, g) && r.policy == p && interval(r, study) == i
+            }),
+            |r| r.ttft_p90,
+        )
     }
 
     fn intervals(&self, study: &str) -> Vec<f64> {
@@ -811,27 +816,8 @@ impl Report {
             let _ = writeln!(o);
             let _ = writeln!(o, "|---|---|{}", "---:|".repeat(ivs.len()));
             for g in self.focus() {
-                let mut pols: Vec<&str> = self
-                    .staleness
-                    .iter()
-                    .filter(|r| r.study == study && in_regime(r, g))
-                    .map(|r| r.policy.as_str())
-                    .collect();
-                pols.dedup();
-                pols.sort_unstable();
-                pols.dedup();
-                for p in pols {
-                    let at = |i: f64| {
-                        seeds_of(
-                            self.staleness.iter().filter(|r| {
-                                r.study == study
-                                    && in_regime(r, g)
-                                    && r.policy == p
-                                    && interval(r, study) == i
-                            }),
-                            |r| r.ttft_p90,
-                        )
-                    };
+                for p in self.staleness_policies(study, g) {
+                    let at = |i: f64| self.staleness_at(study, g, p, i);
                     let fresh = at(0.0);
                     let _ = write!(o, "| {} | {p} |", g.label());
                     for &i in &ivs {
