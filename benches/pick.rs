@@ -62,14 +62,7 @@ fn percentiles() {
                     samples.push(t.elapsed().as_nanos() as f64 / 1e3);
                 }
             }
-            samples.sort_by(f64::total_cmp);
-            let q = |x: f64| samples[((samples.len() - 1) as f64 * x) as usize];
-            println!(
-                "| {n} | {name} | {:.2} | {:.2} | {:.2} |",
-                q(0.5),
-                q(0.99),
-                q(0.999)
-            );
+            common::print_percentiles(n, name, &mut samples);
         }
     }
 }

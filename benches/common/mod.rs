@@ -114,3 +114,16 @@ impl ClusterView for FixtureView<'_> {
         Nanos::ZERO
     }
 }
+
+/// One row of the `--percentiles` table: p50, p99 and p99.9 of `samples`
+/// (µs), as `| instances | policy | p50 | p99 | p99.9 |`.
+pub fn print_percentiles(instances: usize, policy: &str, samples: &mut [f64]) {
+    samples.sort_by(f64::total_cmp);
+    let q = |x: f64| samples[((samples.len() - 1) as f64 * x) as usize];
+    println!(
+        "| {instances} | {policy} | {:.2} | {:.2} | {:.2} |",
+        q(0.5),
+        q(0.99),
+        q(0.999)
+    );
+}
