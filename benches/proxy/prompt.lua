@@ -1,14 +1,17 @@
--- wrk: POST /v1/completions with a ~2 KB prompt that is unique per request
--- (a fresh run id and a counter up front), so every request is a cache miss
--- for a cache-aware router and must be hashed/indexed in full.
+-- wrk: POST /v1/completions with a prompt of PROMPT_KB kilobytes (default 2)
+-- that is unique per request (a fresh run id and a counter up front), so
+-- every request is a cache miss for a cache-aware router and must be
+-- tokenized/hashed and indexed in full.
 local counter = 0
 local base
 local run_id
 function init(args)
+  local kb = tonumber(os.getenv("PROMPT_KB") or "2") or 2
   math.randomseed(7)
   local words = {"route", "cache", "block", "prefix", "token", "engine", "serve", "query"}
   local t = {}
-  for i = 1, 330 do t[i] = words[math.random(1, #words)] end
+  -- ~6.2 bytes per word with its space: 165 words per KB.
+  for i = 1, math.floor(165 * kb) do t[i] = words[math.random(1, #words)] end
   base = table.concat(t, " ")
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
   run_id = tostring(math.random(100000, 999999))
