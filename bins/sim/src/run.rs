@@ -155,10 +155,7 @@ pub fn cluster_config(c: &ClusterArgs, policy: PolicyConfig) -> Result<ClusterCo
     };
     cfg.warmup = Nanos::from_secs_f64(c.warmup);
     cfg.horizon = c.horizon.map(Nanos::from_secs_f64);
-    cfg.slo = Slo {
-        ttft_secs: c.slo_ttft,
-        tpot_secs: c.slo_tpot,
-    };
+    cfg.slo = Slo::new(c.slo_ttft, c.slo_tpot);
     Ok(cfg)
 }
 

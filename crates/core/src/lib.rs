@@ -47,6 +47,7 @@ pub use crate::load::InstanceLoad;
 pub use crate::policy::{ClusterView, Completion, Outcome, Overlap, PickError, Policy};
 pub use crate::request::RouteRequest;
 pub use crate::rng::{mix64, BuildMix, FastMap, MixHasher, SeededRng};
+pub use crate::slo::Slo;
 pub use crate::time::{Clock, ManualClock, Nanos, SystemClock};
 pub use crate::view::StaticView;
 
@@ -59,5 +60,6 @@ mod load;
 mod policy;
 mod request;
 mod rng;
+mod slo;
 mod time;
 mod view;

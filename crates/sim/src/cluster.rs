@@ -27,10 +27,10 @@
 
 use crate::engine::{Engine, EngineRequest, Finished};
 use crate::profile::{Profile, StepWork};
-use crate::summary::{RejectCause, RequestRecord, Slo, Summary};
+use crate::summary::{RejectCause, RequestRecord, Summary};
 use kvroute_core::{
     BlockHasher, HashAlgo, ManualClock, Nanos, Outcome, PickError, RequestId, RouteRequest,
-    SessionId,
+    SessionId, Slo,
 };
 use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_policy::{EngineEstimates, PolicyConfig};

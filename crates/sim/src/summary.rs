@@ -4,6 +4,7 @@
 //! [`RejectCause`]), which every printed summary puts first: a summary of the
 //! requests that ran says nothing about the ones that did not.
 
+use kvroute_core::Slo;
 use serde::{Deserialize, Serialize};
 
 /// One request's outcome (a row of the per-request CSV).
@@ -202,24 +203,6 @@ impl Stats {
     }
 }
 
-/// A latency objective for goodput.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Slo {
-    /// TTFT at most, seconds.
-    pub ttft_secs: f64,
-    /// TPOT at most, seconds.
-    pub tpot_secs: f64,
-}
-
-impl Default for Slo {
-    fn default() -> Self {
-        Slo {
-            ttft_secs: 2.0,
-            tpot_secs: 0.2,
-        }
-    }
-}
-
 /// The summary of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -294,7 +277,7 @@ impl Summary {
             .sum();
         let good = ok
             .iter()
-            .filter(|r| r.ttft() <= slo.ttft_secs && r.tpot().is_none_or(|t| t <= slo.tpot_secs))
+            .filter(|r| slo.met(r.ttft(), r.tpot(), r.e2e()))
             .count();
         let mut per_instance = vec![0f64; busy_secs.len()];
         for r in records {

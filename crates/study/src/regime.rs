@@ -227,10 +227,10 @@ pub fn slo_for(profile: &Profile, workload: &Workload) -> Result<(Slo, (f64, f64
     })?;
     let (ttft, tpot) = (rec.ttft(), rec.tpot().unwrap_or(0.0));
     Ok((
-        Slo {
-            ttft_secs: (TTFT_FACTOR * ttft).max(MIN_TTFT_SLO),
-            tpot_secs: (TPOT_FACTOR * tpot).max(MIN_TPOT_SLO),
-        },
+        Slo::new(
+            (TTFT_FACTOR * ttft).max(MIN_TTFT_SLO),
+            (TPOT_FACTOR * tpot).max(MIN_TPOT_SLO),
+        ),
         (ttft, tpot),
     ))
 }
