@@ -11,7 +11,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use kvroute_loadgen::{Api, LoadgenConfig, Pacing, RecordHook, RunReport, Slo};
+use kvroute_loadgen::{
+    bench_result, default_file_name, Api, BenchResultOptions, LoadgenConfig, Metric, Pacing,
+    RecordHook, RunReport, Slo,
+};
 use kvroute_workload::{build_workload, load_text_tools, ArrivalSpec, Session, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -35,9 +38,12 @@ struct Args {
     #[arg(long)]
     model: Option<String>,
 
-    /// sharegpt | rag | mooncake | azure, optionally with parameters
-    /// (`rag:zipf_s=1.2,passages_per_request=5`), or a TOML/JSON spec file
-    /// (relative dataset paths resolve against the file's directory).
+    /// sharegpt | rag | mooncake | azure | agent | random |
+    /// generated-shared-prefix (gsp), optionally with parameters
+    /// (`rag:zipf_s=1.2,passages_per_request=5`,
+    /// `random:input_tokens=1024,output_tokens=128,range_ratio=0.5`), or a
+    /// TOML/JSON spec file (relative dataset paths resolve against the
+    /// file's directory).
     #[arg(long, default_value = "sharegpt")]
     workload: String,
     /// Limit the workload to this many sessions (requests for single-turn workloads).
@@ -63,8 +69,9 @@ struct Args {
     #[arg(long)]
     arrival: Option<String>,
     /// Closed loop with this many sessions in flight (a new one starts when
-    /// one ends). With --rate/--arrival: open loop capped at this many.
-    #[arg(long)]
+    /// one ends). With --rate/--arrival: open loop capped at this many
+    /// (`vllm bench serve --max-concurrency`).
+    #[arg(long, visible_alias = "max-concurrency")]
     concurrency: Option<usize>,
 
     /// Send at most this many requests (turns).
@@ -94,12 +101,78 @@ struct Args {
     #[arg(long)]
     probe: bool,
 
+    /// A header sent with every request to the target, KEY=VALUE
+    /// (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
+    headers: Vec<(String, String)>,
+
+    /// API key of the target, sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// JSON object merged into every request body, overriding loadgen's
+    /// own fields (e.g. '{"temperature": 0.7}').
+    #[arg(long, value_name = "JSON")]
+    extra_body: Option<String>,
+
+    /// PEM file of CA certificates to trust for https:// targets and
+    /// engines, besides the system's.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+
     /// TTFT objective for goodput, seconds.
     #[arg(long, default_value_t = 2.0)]
     slo_ttft: f64,
     /// TPOT objective for goodput, seconds.
     #[arg(long, default_value_t = 0.2)]
     slo_tpot: f64,
+
+    /// End-to-end latency objective for goodput, seconds (default: none).
+    #[arg(long)]
+    slo_e2e: Option<f64>,
+
+    /// Goodput objectives as `vllm bench serve` takes them, KEY:MS with
+    /// KEY in ttft, tpot, e2el; only those given are checked (replaces
+    /// --slo-ttft/--slo-tpot/--slo-e2e).
+    #[arg(long, value_name = "KEY:MS", num_args = 1..)]
+    goodput: Vec<String>,
+
+    /// Also write the result as `vllm bench serve --save-result` does.
+    #[arg(long)]
+    save_result: bool,
+
+    /// With --save-result: add the per-request lists.
+    #[arg(long)]
+    save_detailed: bool,
+
+    /// Directory of the --save-result file (default: --out, else the
+    /// current directory).
+    #[arg(long, value_name = "DIR")]
+    result_dir: Option<PathBuf>,
+
+    /// Name of the --save-result file (default as vLLM's:
+    /// LABEL-RATEqps[-concurrencyN]-MODEL-DATE.json).
+    #[arg(long, value_name = "NAME")]
+    result_filename: Option<String>,
+
+    /// `label` of the --save-result file.
+    #[arg(long)]
+    label: Option<String>,
+
+    /// Extra KEY=VALUE keys of the --save-result file (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, num_args = 1..)]
+    metadata: Vec<(String, String)>,
+
+    /// Metrics with statistics in the --save-result file and the selected
+    /// percentiles table, comma-separated from ttft, tpot, itl, e2el
+    /// (default ttft,tpot,itl).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    percentile_metrics: Option<Vec<Metric>>,
+
+    /// Percentiles of those metrics, comma-separated (e.g. 25,50,99.9;
+    /// default 99). Either flag prints a table of them below the summary.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    metric_percentiles: Option<Vec<f64>>,
 
     /// Write requests.csv and summary.json here.
     #[arg(long)]
@@ -138,6 +211,11 @@ fn main() -> ExitCode {
 fn run(a: Args) -> Result<RunReport> {
     let config = config(&a)?;
     let arrival = arrival_spec(&a)?;
+    let selected = a.percentile_metrics.is_some() || a.metric_percentiles.is_some();
+    // Checked before any load is sent.
+    let bench = (a.save_result || selected)
+        .then(|| bench_options(&a, &arrival))
+        .transpose()?;
     let spec = workload_spec(&a)?;
     let sessions = load_sessions(&a, &spec, &arrival)?;
     let total_requests: u64 = sessions.iter().map(|s| s.turns.len() as u64).sum();
@@ -199,7 +277,112 @@ fn run(a: Args) -> Result<RunReport> {
     if let Some(dir) = &a.out {
         writeln!(stdout, "results: {}", dir.display()).context("writing the table")?;
     }
+    if let Some(options) = bench {
+        let result = bench_result(&report, &options);
+        if selected {
+            write_selected_percentiles(&mut stdout, &result, &options)
+                .context("writing the table")?;
+        }
+        if a.save_result {
+            let dir = a
+                .result_dir
+                .clone()
+                .or_else(|| a.out.clone())
+                .unwrap_or_else(|| PathBuf::from("."));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(
+                a.result_filename
+                    .clone()
+                    .unwrap_or_else(|| default_file_name(&report, &options)),
+            );
+            let text = serde_json::to_string(&result).context("encoding the result")?;
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            writeln!(stdout, "vllm-format result: {}", path.display())
+                .context("writing the table")?;
+        }
+    }
     Ok(report)
+}
+
+/// The `--save-result` settings from the flags.
+fn bench_options(a: &Args, arrival: &ArrivalSpec) -> Result<BenchResultOptions> {
+    let mut o = BenchResultOptions::default();
+    if let Some(m) = &a.percentile_metrics {
+        o.metrics = m.clone();
+    }
+    if let Some(p) = &a.metric_percentiles {
+        if let Some(bad) = p.iter().find(|p| !(0.0..=100.0).contains(*p)) {
+            bail!("--metric-percentiles: {bad} is not between 0 and 100");
+        }
+        o.percentiles = p.clone();
+    }
+    o.goodput = (!a.goodput.is_empty()).then(|| slo(a)).transpose()?;
+    o.detailed = a.save_detailed;
+    o.label = a.label.clone();
+    o.tokenizer_id = a.tokenizer.as_ref().map_or_else(
+        || "datasets/tokenizers/qwen3 (shipped)".to_string(),
+        |p| p.display().to_string(),
+    );
+    (o.request_rate, o.burstiness) = match arrival {
+        ArrivalSpec::Poisson { rate } => (Some(*rate), 1.0),
+        ArrivalSpec::Gamma { rate, cv } if *cv > 0.0 => (Some(*rate), 1.0 / (cv * cv)),
+        ArrivalSpec::Gamma { rate, .. } => (Some(*rate), f64::INFINITY),
+        ArrivalSpec::Trace { .. } => (None, 1.0),
+    };
+    if !o.burstiness.is_finite() {
+        // Evenly spaced arrivals (CV 0): vLLM has no such burstiness value.
+        o.burstiness = 0.0;
+    }
+    o.max_concurrency = a.concurrency;
+    o.metadata = a.metadata.iter().cloned().collect();
+    Ok(o)
+}
+
+/// The selected metrics at the selected percentiles (numpy-style
+/// interpolation, as in the --save-result file).
+fn write_selected_percentiles(
+    out: &mut impl std::io::Write,
+    result: &serde_json::Map<String, serde_json::Value>,
+    o: &BenchResultOptions,
+) -> std::io::Result<()> {
+    let words: Vec<String> = o
+        .percentiles
+        .iter()
+        .map(|p| {
+            if p.fract() == 0.0 {
+                format!("{}", *p as i64)
+            } else {
+                format!("{p}")
+            }
+        })
+        .collect();
+    writeln!(out)?;
+    write!(
+        out,
+        "{:<12} │ {:>9} {:>9} {:>9}",
+        "ms (interp.)", "mean", "median", "std"
+    )?;
+    for w in &words {
+        write!(out, " {:>9}", format!("p{w}"))?;
+    }
+    writeln!(out)?;
+    for m in &o.metrics {
+        let get = |k: String| result.get(&k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        let name = m.name();
+        write!(
+            out,
+            "{:<12} │ {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            get(format!("mean_{name}_ms")),
+            get(format!("median_{name}_ms")),
+            get(format!("std_{name}_ms"))
+        )?;
+        for w in &words {
+            write!(out, " {:>9.1}", get(format!("p{w}_{name}_ms")))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 fn secs(flag: &str, s: f64) -> Result<Duration> {
@@ -238,11 +421,68 @@ fn config(a: &Args) -> Result<LoadgenConfig> {
     c.drain = secs("drain", a.drain)?;
     c.engines = a.engines.clone();
     c.probe = a.probe;
-    c.slo = Slo {
-        ttft_secs: secs("slo-ttft", a.slo_ttft)?.as_secs_f64(),
-        tpot_secs: secs("slo-tpot", a.slo_tpot)?.as_secs_f64(),
-    };
+    c.slo = slo(a)?;
+    c.headers = a.headers.clone();
+    c.api_key = a.api_key.clone().filter(|k| !k.is_empty());
+    if let Some(text) = &a.extra_body {
+        let v: serde_json::Value =
+            serde_json::from_str(text).context("--extra-body is not valid JSON")?;
+        let serde_json::Value::Object(map) = v else {
+            bail!("--extra-body must be a JSON object, like '{{\"temperature\": 0.7}}'");
+        };
+        c.extra_body = map;
+    }
+    if let Some(ca) = &a.ca_cert {
+        if !ca.is_file() {
+            bail!("--ca-cert {} does not exist", ca.display());
+        }
+    }
+    c.ca_file = a.ca_cert.clone();
     Ok(c)
+}
+
+/// `KEY=VALUE`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// The goodput objective: `--goodput KEY:MS …` if given, else the
+/// `--slo-*` flags.
+fn slo(a: &Args) -> Result<Slo> {
+    if a.goodput.is_empty() {
+        return Ok(Slo {
+            ttft_secs: secs("slo-ttft", a.slo_ttft)?.as_secs_f64(),
+            tpot_secs: secs("slo-tpot", a.slo_tpot)?.as_secs_f64(),
+            e2e_secs: match a.slo_e2e {
+                Some(s) => secs("slo-e2e", s)?.as_secs_f64(),
+                None => f64::INFINITY,
+            },
+        });
+    }
+    let mut slo = Slo::unbounded();
+    for item in &a.goodput {
+        let (key, ms) = item
+            .split_once(':')
+            .with_context(|| format!("--goodput {item:?} is not KEY:MS"))?;
+        let ms: f64 = ms
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .with_context(|| {
+                format!("--goodput {item:?}: {ms:?} is not a number of milliseconds")
+            })?;
+        match key.trim() {
+            "ttft" => slo.ttft_secs = ms / 1e3,
+            "tpot" => slo.tpot_secs = ms / 1e3,
+            "e2el" => slo.e2e_secs = ms / 1e3,
+            other => bail!("--goodput {item:?}: unknown metric {other:?} (ttft, tpot or e2el)"),
+        }
+    }
+    Ok(slo)
 }
 
 /// The arrival process from the flags.

@@ -138,6 +138,15 @@ struct Args {
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<f64>,
 
+    /// PEM file of CA certificates trusted for https:// engines besides the
+    /// system's roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+
+    /// Offer HTTP/2 by ALPN to https:// engines (HTTP/1.1 if refused).
+    #[arg(long)]
+    upstream_http2: bool,
+
     /// Timeout of a non-streaming request (and of a stream's response headers).
     #[arg(long, value_name = "SECS")]
     request_timeout: Option<f64>,
@@ -404,6 +413,12 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     set(&mut p.retries, args.retries);
     set(&mut p.max_body_bytes, args.max_body_bytes);
     set(&mut p.connect_timeout_secs, args.connect_timeout);
+    if args.ca_cert.is_some() {
+        p.ca_file = args.ca_cert.clone();
+    }
+    if args.upstream_http2 {
+        p.http2 = true;
+    }
     set(&mut p.request_timeout_secs, args.request_timeout);
     set(&mut p.stream_idle_timeout_secs, args.stream_idle_timeout);
     set(&mut p.first_byte_timeout_secs, args.first_byte_timeout);

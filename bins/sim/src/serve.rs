@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// Output tokens when a request does not set max_tokens.
     #[arg(long, default_value_t = 16)]
     default_max_tokens: u32,
+    /// Serve https with this PEM certificate chain (vLLM's flag; needs
+    /// --ssl-keyfile).
+    #[arg(long, value_name = "PEM", requires = "ssl_keyfile")]
+    ssl_certfile: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, value_name = "PEM", requires = "ssl_certfile")]
+    ssl_keyfile: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -73,6 +80,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     c.kv_topic = a.kv_topic;
     c.speedup = a.speedup;
     c.default_max_tokens = a.default_max_tokens;
+    if let (Some(cert), Some(key)) = (&a.ssl_certfile, &a.ssl_keyfile) {
+        c.tls = Some(kvroute_http::server_tls(cert, key)?);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -82,6 +82,9 @@ pub struct EmulatorConfig {
     pub chat_template: Option<Arc<ChatTemplate>>,
     /// Output tokens when a request does not say.
     pub default_max_tokens: u32,
+    /// Serve https with these settings (vLLM's `--ssl-certfile` and
+    /// `--ssl-keyfile`; see [`kvroute_http::server_tls`]). None: plain http.
+    pub tls: Option<kvroute_http::ServerTls>,
 }
 
 impl EmulatorConfig {
@@ -100,6 +103,7 @@ impl EmulatorConfig {
             tokenizer,
             chat_template: None,
             default_max_tokens: 16,
+            tls: None,
         }
     }
 
@@ -160,6 +164,7 @@ pub async fn serve(
     });
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = app.config.tls.clone();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -174,14 +179,39 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let conn = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(move |req| app.clone().handle(req)));
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                let service = service_fn(move |req| app.clone().handle(req));
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        // The handshake runs on the connection's own task, so
+                        // a slow or broken client never holds up accepting.
+                        let (acceptor, watcher) = (acceptor.acceptor().clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = watcher.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -198,14 +228,16 @@ pub async fn serve(
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), EmulatorError>>>,
 }
 
 impl Running {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop it and wait until it has.
@@ -233,11 +265,13 @@ pub async fn spawn_on(config: EmulatorConfig, port: u16) -> Result<Running, Emul
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let tls = config.tls.is_some();
     let task = tokio::spawn(serve(listener, config, async move {
         let _ = stopped.await;
     }));
     Ok(Running {
         addr,
+        tls,
         stop: Some(stop),
         task: Some(task),
     })

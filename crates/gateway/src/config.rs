@@ -275,6 +275,13 @@ pub struct ProxyConfig {
     pub body_read_timeout_secs: f64,
     /// TCP connect timeout to an engine.
     pub connect_timeout_secs: f64,
+    /// PEM file of CA certificates trusted for `https://` engines besides
+    /// the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN to `https://` engines (HTTP/1.1 when an engine
+    /// does not take it). vLLM and SGLang serve HTTP/1.1 only; this is for
+    /// engines behind an h2-capable TLS proxy.
+    pub http2: bool,
     /// A streamed response's first token must arrive within this; an engine
     /// that accepts requests but produces nothing counts a failure and the
     /// request is retried on another instance (nothing has reached the
@@ -330,6 +337,8 @@ impl Default for ProxyConfig {
             max_buffered_body_bytes: 256 << 20,
             body_read_timeout_secs: 30.0,
             connect_timeout_secs: 2.0,
+            ca_file: None,
+            http2: false,
             first_byte_timeout_secs: 120.0,
             request_timeout_secs: 600.0,
             stream_idle_timeout_secs: 120.0,

@@ -18,6 +18,9 @@ pub enum ServeError {
     /// An instance could not be added.
     #[error(transparent)]
     Instance(#[from] AddInstanceError),
+    /// TLS towards the engines could not be set up (e.g. a bad CA file).
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] kvroute_http::TlsError),
     /// Accepting connections failed for good.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),

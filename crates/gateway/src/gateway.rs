@@ -17,9 +17,6 @@ use crate::upstream::{BaseUrl, Engine, Upstream};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use kvroute_core::{InstanceId, SystemClock};
 use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_kvevents::Endpoint;
@@ -32,7 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// The HTTP client the router forwards with (pooled keep-alive connections).
-pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+pub type UpstreamClient = kvroute_http::Client<Full<Bytes>>;
 
 /// The router.
 pub struct Gateway {
@@ -112,14 +109,14 @@ impl Gateway {
             Arc::new(SystemClock::new()),
         ));
         let metrics = Arc::new(RouterMetrics::new(policy_name, Arc::clone(&dispatcher)));
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(RouterConfig::secs(config.proxy.connect_timeout_secs)));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let client = kvroute_http::client(&kvroute_http::ClientOptions {
+            connect_timeout: RouterConfig::secs(config.proxy.connect_timeout_secs),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            pool_max_idle_per_host: 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+            ca_file: config.proxy.ca_file.clone(),
+            http2_over_tls: config.proxy.http2,
+        })?;
         let timeouts = Timeouts {
             request: RouterConfig::secs(config.proxy.request_timeout_secs),
             first_byte: RouterConfig::secs(config.proxy.first_byte_timeout_secs),

@@ -730,14 +730,4 @@ fn session_id(b: &[u8]) -> SessionId {
     SessionId(h)
 }
 
-/// An error and its sources, joined with `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use kvroute_http::error_chain;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::task::AbortHandle;
 
-/// An engine's base URL: `http://host:port`, no path.
+/// An engine's base URL: `http[s]://host:port[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
     scheme: Scheme,
@@ -35,23 +35,24 @@ pub struct BadUrl {
 }
 
 impl BaseUrl {
-    /// Parse `http://host:port[/prefix]`.
+    /// Parse `http[s]://host:port[/prefix]`.
     pub fn parse(url: &str) -> Result<BaseUrl, BadUrl> {
         let bad = |reason| BadUrl {
             url: url.to_string(),
             reason,
         };
         let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(bad("only http:// is supported"));
-        }
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            _ => return Err(bad("only http:// and https:// are supported")),
+        };
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
         if uri.query().is_some() {
             return Err(bad("must not have a query"));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
         Ok(BaseUrl {
-            scheme: Scheme::HTTP,
+            scheme,
             authority,
             prefix,
         })
@@ -382,6 +383,12 @@ mod tests {
         assert!(BaseUrl::parse("https://h:1").is_err());
         assert!(BaseUrl::parse("h:1").is_err());
         assert!(BaseUrl::parse("http://h:1/?q").is_err());
+        assert!(BaseUrl::parse("ftp://h:1").is_err());
+        let s = BaseUrl::parse("https://engine-0.vllm:8443/").unwrap();
+        assert_eq!(
+            s.join("/v1/models").unwrap().to_string(),
+            "https://engine-0.vllm:8443/v1/models"
+        );
         assert!(BaseUrl::parse("").is_err());
     }
 }

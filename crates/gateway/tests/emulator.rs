@@ -169,3 +169,49 @@ async fn long_prompts_are_tokenized_with_the_real_tokenizer_off_the_runtime() {
     assert_eq!(cached, tokens / 16 * 16);
     r.shutdown().await;
 }
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../http/testdata")
+        .join(name)
+}
+
+/// Engines served over https (vLLM's --ssl-certfile/--ssl-keyfile) behind
+/// the router, their certificate signed by a private CA the router is told
+/// to trust; a CA file that does not exist is refused at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_engines_with_a_private_ca() {
+    let tokenizer = Arc::new(Tokenizer::from_file(qwen3().join("tokenizer.json.gz")).unwrap());
+    let mut ec = EmulatorConfig::new(Profile::load("vllm-cpu-tiny").unwrap(), tokenizer);
+    ec.speedup = 20.0;
+    ec.tls =
+        Some(kvroute_http::server_tls(&testdata("server.pem"), &testdata("server.key")).unwrap());
+    let engine = spawn_on(ec, 0).await.unwrap();
+    assert!(engine.url().starts_with("https://"));
+
+    let mut cfg = config("round_robin", &[]);
+    cfg.instances = vec![InstanceConfig::new(engine.url())];
+    cfg.proxy.ca_file = Some(testdata("missing-ca.pem"));
+    let Err(err) = kvroute_gateway::Gateway::new(cfg.clone()) else {
+        panic!("a missing CA file is refused");
+    };
+    assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+
+    cfg.proxy.ca_file = Some(testdata("ca.pem"));
+    cfg.proxy.http2 = true; // offered by ALPN; the engine answers in HTTP/1.1
+    let r = router(cfg).await;
+    r.eventually(5.0, "the https engine is healthy", |r| {
+        r.gw.healthy_count() == 1
+    })
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        let body =
+            serde_json::json!({"model": "tiny", "prompt": "hello over TLS", "max_tokens": 4});
+        let a = post(&c, &r.url("/v1/completions"), &body.to_string()).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.header("x-kvroute-instance"), engine.url());
+        assert!(a.json()["choices"][0]["text"].is_string(), "{}", a.text());
+    }
+    r.shutdown().await;
+}

@@ -5,6 +5,7 @@
 //! (usually [`kvroute_workload::build_workload`]).
 
 use crate::record::RequestRecord;
+pub use kvroute_core::Slo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,26 +74,6 @@ impl Default for Pacing {
     }
 }
 
-/// A latency objective: a request is *good* if it succeeded, its TTFT is at
-/// most `ttft_secs` and its TPOT (if it has one) at most `tpot_secs`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Slo {
-    /// TTFT at most, seconds.
-    pub ttft_secs: f64,
-    /// TPOT at most, seconds.
-    pub tpot_secs: f64,
-}
-
-impl Default for Slo {
-    /// 2 s TTFT, 0.2 s TPOT (the simulator's defaults).
-    fn default() -> Self {
-        Slo {
-            ttft_secs: 2.0,
-            tpot_secs: 0.2,
-        }
-    }
-}
-
 /// Called with every finished request (success or not), e.g. to advance a
 /// progress bar. Runs on the request's task: keep it cheap.
 #[derive(Clone)]
@@ -150,6 +131,17 @@ pub struct LoadgenConfig {
     /// Limit for the pre-flight probe, each `/metrics` scrape, and opening
     /// any connection.
     pub probe_timeout: Duration,
+    /// Headers sent with every request to the target (`--header`), besides
+    /// `Authorization: Bearer` with `api_key`. Not recorded in the outputs.
+    pub headers: Vec<(String, String)>,
+    /// API key of the target (vLLM's `--api-key`). Not recorded.
+    pub api_key: Option<String>,
+    /// Fields merged into every request body, overriding loadgen's own
+    /// (`--extra-body`, as in `vllm bench serve`).
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// PEM file of CA certificates trusted for `https://` targets and
+    /// engines, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Free-form facts copied into `summary.json` under `run.meta` (the
     /// binary records the workload spec, seed and arrival process there).
     pub meta: BTreeMap<String, serde_json::Value>,
@@ -177,6 +169,10 @@ impl LoadgenConfig {
             drain: Duration::from_secs(5),
             settle: Duration::from_secs(2),
             probe_timeout: Duration::from_secs(5),
+            headers: Vec::new(),
+            api_key: None,
+            extra_body: serde_json::Map::new(),
+            ca_file: None,
             meta: BTreeMap::new(),
             on_record: None,
         }

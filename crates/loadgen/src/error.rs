@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadgenError {
-    /// A URL could not be parsed or is not `http://host:port[/prefix]`.
+    /// A URL could not be parsed or is not `http[s]://host:port[/prefix]`.
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
         /// The URL as given.
@@ -45,6 +45,17 @@ pub enum LoadgenError {
         /// What failed.
         reason: String,
     },
+    /// A `--header` (or the API key) is not a valid HTTP header.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header's name as given.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// TLS could not be set up (e.g. an unreadable CA file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A setting is out of range.
     #[error("invalid setting `{setting}`: {message}")]
     InvalidSetting {

@@ -1,40 +1,118 @@
-//! The HTTP side: one pooled hyper-util client, base URLs, the pre-flight
-//! probe of the target, and `/metrics` scrapes.
+//! The HTTP side: one pooled client, base URLs, the pre-flight probe of
+//! the target, and `/metrics` scrapes.
 //!
 //! Every request of a run (completions, probes, scrapes) goes through one
-//! `hyper_util::client::legacy::Client` with a keep-alive pool, so a run
-//! opens one connection per concurrent request and reuses it afterwards.
-//! Only plain `http://` is supported: targets and engines sit on a private
-//! network (or 127.0.0.1).
+//! [`kvroute_http`] client with a keep-alive pool, so a run opens one
+//! connection per concurrent request and reuses it afterwards; `http://` and
+//! `https://` alike (the system's roots plus `--ca-cert`). Requests to the
+//! target carry the run's headers (`--header`, the API key); scrapes of the
+//! engines' `/metrics` do not.
 
 use crate::error::LoadgenError;
 use crate::sse::{error_message, truncate};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use hyper::{StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kvroute_metrics::Scrape;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The client type: bodies are whole byte strings (requests are small).
-pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+pub(crate) use kvroute_http::error_chain;
+
+/// The pooled client and the headers every request to the target carries.
+#[derive(Clone)]
+pub(crate) struct Client {
+    inner: kvroute_http::Client<Full<Bytes>>,
+    target_headers: Arc<HeaderMap>,
+}
+
+impl std::fmt::Debug for Client {
+    /// Header names only: values may hold an API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "target_headers",
+                &self.target_headers.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
 
 /// Largest non-streamed body read (error pages, `/v1/models`, `/metrics`).
 const MAX_BODY: usize = 16 << 20;
 
-/// A client with keep-alive pooling, `TCP_NODELAY`, and a connect timeout.
-pub(crate) fn client(connect_timeout: Duration) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(usize::MAX)
-        .build(connector)
+impl Client {
+    /// A client with keep-alive pooling, `TCP_NODELAY`, a connect timeout,
+    /// `ca_file` trusted besides the system's roots, and `target_headers`
+    /// put on requests to the target.
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        ca_file: Option<PathBuf>,
+        target_headers: HeaderMap,
+    ) -> Result<Client, LoadgenError> {
+        let options = kvroute_http::ClientOptions {
+            connect_timeout,
+            ca_file,
+            ..kvroute_http::ClientOptions::default()
+        };
+        Ok(Client {
+            inner: kvroute_http::client(&options).map_err(|e| LoadgenError::Tls(e.to_string()))?,
+            target_headers: Arc::new(target_headers),
+        })
+    }
+
+    /// Send `req` as is (scrapes).
+    pub(crate) fn request(
+        &self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        self.inner.request(req)
+    }
+
+    /// Send `req` to the target: the run's headers added, those the request
+    /// sets itself kept.
+    pub(crate) fn request_target(
+        &self,
+        mut req: hyper::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        for (k, v) in self.target_headers.iter() {
+            if !req.headers().contains_key(k) {
+                req.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        self.inner.request(req)
+    }
 }
 
-/// A validated base URL: `http://host:port[/prefix]`, no trailing slash and
+/// The headers of `--header KEY=VALUE` flags and an API key (sent as
+/// `Authorization: Bearer KEY`, as the OpenAI clients do; a `--header
+/// Authorization=…` wins over it).
+pub(crate) fn target_headers(
+    headers: &[(String, String)],
+    api_key: Option<&str>,
+) -> Result<HeaderMap, LoadgenError> {
+    let mut map = HeaderMap::new();
+    let bad = |name: &str, reason: String| LoadgenError::InvalidHeader {
+        name: name.to_string(),
+        reason,
+    };
+    if let Some(key) = api_key {
+        let v = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|e| bad("api key", e.to_string()))?;
+        map.insert(AUTHORIZATION, v);
+    }
+    for (k, v) in headers {
+        let name =
+            HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| bad(k, e.to_string()))?;
+        let value = HeaderValue::from_str(v.trim()).map_err(|e| bad(k, e.to_string()))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// A validated base URL: `http[s]://host:port[/prefix]`, no trailing slash and
 /// no trailing `/v1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BaseUrl(String);
@@ -51,9 +129,8 @@ impl BaseUrl {
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(invalid("https is not supported; use http://")),
-            Some(_) => return Err(invalid("only http:// URLs are supported")),
+            Some("http" | "https") => {}
+            Some(_) => return Err(invalid("only http:// and https:// URLs are supported")),
             None => return Err(invalid("no scheme; write http://host:port")),
         }
         if uri.authority().is_none() {
@@ -93,27 +170,13 @@ impl BaseUrl {
     }
 }
 
-/// An error and its sources, joined with `: ` (hyper-util's own message is
-/// just "client error (Connect)").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !s.ends_with(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// GET `uri` and read the whole body, within `timeout`. Errors as text.
+/// `to_target`: the run's headers go with it.
 pub(crate) async fn get(
     client: &Client,
     uri: &Uri,
     timeout: Duration,
+    to_target: bool,
 ) -> Result<(StatusCode, Bytes), String> {
     let work = async {
         let req = hyper::Request::get(uri.clone())
@@ -123,7 +186,12 @@ pub(crate) async fn get(
             )
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let sent = if to_target {
+            client.request_target(req)
+        } else {
+            client.request(req)
+        };
+        let resp = sent.await.map_err(|e| error_chain(&e))?;
         let status = resp.status();
         let body = read_body(resp.into_body()).await?;
         Ok((status, body))
@@ -176,7 +244,7 @@ pub(crate) async fn probe_model(
         url: uri.to_string(),
         reason,
     };
-    let models = get(client, &models_uri, timeout)
+    let models = get(client, &models_uri, timeout, true)
         .await
         .map_err(|reason| unreachable(&models_uri, reason))?;
     match (models, model) {
@@ -202,7 +270,7 @@ pub(crate) async fn probe_model(
         )),
         ((status, body), Some(m)) => {
             let health_uri = base.join("/health")?;
-            match get(client, &health_uri, timeout).await {
+            match get(client, &health_uri, timeout, true).await {
                 Ok((h, _)) if h.is_success() => {
                     tracing::warn!(
                         url = %models_uri,
@@ -233,7 +301,7 @@ pub(crate) async fn scrape(
     timeout: Duration,
 ) -> Result<Scrape, String> {
     let uri = base.metrics().map_err(|e| e.to_string())?;
-    let (status, body) = get(client, &uri, timeout).await?;
+    let (status, body) = get(client, &uri, timeout, false).await?;
     if !status.is_success() {
         return Err(format!("GET {uri}: HTTP {}", status.as_u16()));
     }
@@ -278,13 +346,8 @@ mod tests {
         );
         assert_eq!(b("http://h:1/v1/").unwrap(), "http://h:1");
         assert_eq!(b("http://h:1/prefix").unwrap(), "http://h:1/prefix");
-        for bad in [
-            "https://h:1",
-            "h:1",
-            "/path",
-            "http://h:1/?x=1",
-            "not a url",
-        ] {
+        assert_eq!(b("https://h:1/v1").unwrap(), "https://h:1");
+        for bad in ["ftp://h:1", "h:1", "/path", "http://h:1/?x=1", "not a url"] {
             assert!(
                 matches!(BaseUrl::parse(bad), Err(LoadgenError::InvalidUrl { .. })),
                 "{bad}"
@@ -298,6 +361,19 @@ mod tests {
         assert_eq!(base.metrics().unwrap().to_string(), "http://h:1/metrics");
         let m = BaseUrl::parse("http://h:1/metrics").unwrap();
         assert_eq!(m.metrics().unwrap().to_string(), "http://h:1/metrics");
+    }
+
+    #[test]
+    fn headers_from_flags() {
+        let h = target_headers(&[("x-tenant".into(), " blue ".into())], Some("sk-1")).unwrap();
+        assert_eq!(h["authorization"], "Bearer sk-1");
+        assert_eq!(h["x-tenant"], "blue");
+        let own = target_headers(&[("Authorization".into(), "Basic x".into())], Some("k")).unwrap();
+        assert_eq!(own["authorization"], "Basic x", "an explicit header wins");
+        for (k, v) in [("bad name", "v"), ("x-ok", "line\nbreak")] {
+            let e = target_headers(&[(k.into(), v.into())], None).unwrap_err();
+            assert!(matches!(e, LoadgenError::InvalidHeader { .. }), "{k}: {e}");
+        }
     }
 
     #[test]

@@ -72,15 +72,19 @@ assert_eq!(Chunk::parse(&events[2]), Ok(Chunk::Done));
 * `runner`: [`run`] — pre-flight, dispatcher, session tasks, scrapes.
 * `request`: one request, built and measured.
 * `sse`: [`SseParser`], [`SseEvent`], [`Chunk`], [`Usage`].
-* `http`: the pooled hyper-util client, URL checks, probe, `/metrics` scrapes.
+* `http`: the pooled client (http and https), the target's headers, URL
+  checks, probe, `/metrics` scrapes.
 * `record`: [`RequestRecord`], [`ErrorKind`].
 * `summary`: [`ClientSummary`], [`Stats`], [`InstanceCounts`].
 * `report`: [`RunReport`], [`RunInfo`], [`InstanceReport`], the outputs.
+* `bench_result`: [`bench_result`], the run as `vllm bench serve
+  --save-result` writes it ([`BenchResultOptions`], [`Metric`]).
 * `error`: [`LoadgenError`].
 */
 
 #![deny(missing_docs)]
 
+pub use crate::bench_result::{bench_result, default_file_name, BenchResultOptions, Metric};
 pub use crate::config::{Api, LoadgenConfig, Pacing, RecordHook, Slo};
 pub use crate::error::LoadgenError;
 pub use crate::record::{ErrorKind, RequestRecord};
@@ -90,6 +94,7 @@ pub use crate::runner::run;
 pub use crate::sse::{Chunk, SseEvent, SseParser, Usage};
 pub use crate::summary::{ClientSummary, InstanceCounts, Stats};
 
+mod bench_result;
 mod config;
 mod error;
 mod http;

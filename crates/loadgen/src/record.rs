@@ -99,6 +99,11 @@ pub struct RequestRecord {
     pub warmup: bool,
     /// The `max_tokens` requested.
     pub max_tokens: u32,
+    /// Gaps between consecutive text chunks, seconds (kept in memory for
+    /// the inter-token latency percentiles, as `vllm bench serve` takes
+    /// them over every gap; not a CSV column).
+    #[serde(skip)]
+    pub itls: Vec<f64>,
 }
 
 impl RequestRecord {
@@ -134,6 +139,7 @@ mod tests {
             error_kind: Some(ErrorKind::Status),
             warmup: false,
             max_tokens: 4,
+            itls: Vec::new(),
         }
     }
 

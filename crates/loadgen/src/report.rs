@@ -49,6 +49,9 @@ pub struct RunInfo {
     pub started_at_unix: f64,
     /// From the first request to the last answer (or the abort), seconds.
     pub wall_secs: f64,
+    /// Fields merged into every request body.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
     /// The caller's free-form facts ([`LoadgenConfig::meta`]).
     #[serde(default)]
     pub meta: BTreeMap<String, serde_json::Value>,
@@ -76,6 +79,7 @@ impl RunInfo {
             slo: c.slo,
             started_at_unix,
             wall_secs,
+            extra_body: c.extra_body.clone(),
             meta: c.meta.clone(),
         }
     }
@@ -181,14 +185,18 @@ fn pct(v: Option<f64>) -> String {
 fn client_cells(s: Option<&Stats>) -> String {
     match s {
         Some(s) if s.n > 0 => format!(
-            "{:>6} {:>9} {:>9} {:>9} {:>9}",
+            "{:>6} {:>9} {:>8} {:>9} {:>9} {:>9}",
             s.n,
             ms(s.mean),
+            ms(s.std),
             ms(s.p50),
             ms(s.p90),
             ms(s.p99)
         ),
-        _ => format!("{:>6} {:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-", "-"),
+        _ => format!(
+            "{:>6} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "-", "-", "-", "-", "-", "-"
+        ),
     }
 }
 
@@ -255,10 +263,9 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "goodput     {:.2} req/s (TTFT ≤ {} ms, TPOT ≤ {} ms): {} of requests",
+            "goodput     {:.2} req/s ({}): {} of requests",
             c.goodput_rps,
-            c.slo.ttft_secs * 1e3,
-            c.slo.tpot_secs * 1e3,
+            c.slo,
             pct(c.slo_attainment)
         )?;
         writeln!(
@@ -275,8 +282,19 @@ impl fmt::Display for RunReport {
         let e = self.engine_total.as_ref();
         writeln!(
             f,
-            "{:<10} │ {:>6} {:>9} {:>9} {:>9} {:>9} │ {:>6} {:>9} {:>9} {:>9} {:>9}",
-            "ms", "client", "mean", "p50", "p90", "p99", "engine", "mean", "p50", "p90", "p99"
+            "{:<10} │ {:>6} {:>9} {:>8} {:>9} {:>9} {:>9} │ {:>6} {:>9} {:>9} {:>9} {:>9}",
+            "ms",
+            "client",
+            "mean",
+            "std",
+            "p50",
+            "p90",
+            "p99",
+            "engine",
+            "mean",
+            "p50",
+            "p90",
+            "p99"
         )?;
         let rows: [(&str, Option<&Stats>, Option<&TimerStats>); 7] = [
             (
@@ -393,6 +411,7 @@ mod tests {
             error_kind: Some(ErrorKind::Connect),
             warmup: false,
             max_tokens: 3,
+            itls: Vec::new(),
         };
         RunReport {
             run: RunInfo::new(&config, "tiny", config.effective_pacing(), 0.0, 1.0),

@@ -51,6 +51,7 @@ impl Prepared {
         base: &BaseUrl,
         model: &str,
         turn: &Turn,
+        extra_body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Prepared, LoadgenError> {
         let use_chat = api == Api::Chat && !turn.messages.is_empty();
         let mut body = json!({
@@ -70,6 +71,9 @@ impl Prepared {
             };
             "/v1/completions"
         };
+        for (k, v) in extra_body {
+            body[k] = v.clone();
+        }
         Ok(Prepared {
             uri: base.join(path)?,
             body: Bytes::from(body.to_string()),
@@ -97,6 +101,7 @@ struct Measure {
     first_text: Option<Instant>,
     last_text: Option<Instant>,
     text_chunks: u32,
+    gaps: Vec<f64>,
     usage: Usage,
     done_at: Option<Instant>,
 }
@@ -136,6 +141,10 @@ impl Measure {
 
     fn text(&mut self, at: Instant) {
         self.first_text.get_or_insert(at);
+        if let Some(last) = self.last_text {
+            self.gaps
+                .push(at.saturating_duration_since(last).as_secs_f64());
+        }
         self.last_text = Some(at);
         self.text_chunks += 1;
     }
@@ -168,7 +177,7 @@ async fn exchange(client: &Client, p: &Prepared, m: &mut Measure) -> Result<(), 
         .body(Full::new(p.body.clone()))
         .map_err(|e| Failure::new(ErrorKind::Protocol, e.to_string()))?;
     let resp = client
-        .request(req)
+        .request_target(req)
         .await
         .map_err(|e| Failure::new(ErrorKind::Connect, error_chain(&e)))?;
     m.status = resp.status().as_u16();
@@ -339,6 +348,7 @@ pub(crate) async fn send(
         error_kind,
         warmup: since_t0 < ctx.warmup,
         max_tokens: p.max_tokens,
+        itls: if ok { m.gaps } else { Vec::new() },
     }
 }
 
@@ -367,7 +377,8 @@ mod tests {
     #[test]
     fn request_bodies() {
         let base = BaseUrl::parse("http://h:1").unwrap();
-        let chat = Prepared::new(Api::Chat, &base, "tiny", &turn(true, true)).unwrap();
+        let none = serde_json::Map::new();
+        let chat = Prepared::new(Api::Chat, &base, "tiny", &turn(true, true), &none).unwrap();
         assert_eq!(chat.uri.path(), "/v1/chat/completions");
         let b = body(&chat);
         assert_eq!(b["messages"][0]["content"], "hi");
@@ -378,16 +389,24 @@ mod tests {
         assert_eq!(b["model"], "tiny");
         assert!(b.get("prompt").is_none());
 
-        let text = Prepared::new(Api::Completions, &base, "m", &turn(true, true)).unwrap();
+        let text = Prepared::new(Api::Completions, &base, "m", &turn(true, true), &none).unwrap();
         assert_eq!(text.uri.path(), "/v1/completions");
         assert_eq!(body(&text)["prompt"], "<|im_start|>user\nhi");
         // A token-only trace turn: completions with ids, whatever the API.
         for api in [Api::Chat, Api::Completions] {
-            let ids = Prepared::new(api, &base, "m", &turn(false, false)).unwrap();
+            let ids = Prepared::new(api, &base, "m", &turn(false, false), &none).unwrap();
             assert_eq!(ids.uri.path(), "/v1/completions");
             assert_eq!(body(&ids)["prompt"], json!([1, 2, 3]));
             assert_eq!(ids.prompt_tokens, 3);
         }
+        // --extra-body: new fields added, loadgen's own overridden.
+        let extra = json!({"temperature": 0.5, "ignore_eos": false, "chat_template_kwargs": {"enable_thinking": false}});
+        let extra = extra.as_object().unwrap();
+        let b = body(&Prepared::new(Api::Chat, &base, "tiny", &turn(true, true), extra).unwrap());
+        assert_eq!(b["temperature"], 0.5);
+        assert_eq!(b["ignore_eos"], false);
+        assert_eq!(b["chat_template_kwargs"]["enable_thinking"], false);
+        assert_eq!(b["max_tokens"], 7);
     }
 
     #[test]

@@ -67,7 +67,11 @@ where
     if config.probe && engines.is_empty() {
         engines.push(target.clone());
     }
-    let client = http::client(config.probe_timeout);
+    let client = http::Client::new(
+        config.probe_timeout,
+        config.ca_file.clone(),
+        http::target_headers(&config.headers, config.api_key.as_deref())?,
+    )?;
     let model = http::probe_model(
         &client,
         &target,
@@ -390,7 +394,13 @@ async fn run_session(sh: Arc<Shared>, session: Session) {
             session: session.id,
             turn: u32::try_from(k).unwrap_or(u32::MAX),
         };
-        let prepared = match Prepared::new(sh.config.api, &sh.target, &sh.model, turn) {
+        let prepared = match Prepared::new(
+            sh.config.api,
+            &sh.target,
+            &sh.model,
+            turn,
+            &sh.config.extra_body,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 // Cannot happen: the base URL was validated and paths are fixed.

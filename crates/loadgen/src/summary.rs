@@ -20,6 +20,9 @@ pub struct Stats {
     pub n: usize,
     /// Mean; `None` without samples.
     pub mean: Option<f64>,
+    /// Population standard deviation (numpy's `std`); `None` without samples.
+    #[serde(default)]
+    pub std: Option<f64>,
     /// Median (nearest rank).
     pub p50: Option<f64>,
     /// 90th percentile (nearest rank).
@@ -38,9 +41,12 @@ impl Stats {
         xs.sort_by(f64::total_cmp);
         let n = xs.len();
         let rank = |p: f64| xs[((n as f64 * p).ceil() as usize).clamp(1, n) - 1];
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
         Stats {
             n,
-            mean: Some(xs.iter().sum::<f64>() / n as f64),
+            mean: Some(mean),
+            std: Some(var.sqrt()),
             p50: Some(rank(0.5)),
             p90: Some(rank(0.9)),
             p99: Some(rank(0.99)),
@@ -164,10 +170,7 @@ impl ClientSummary {
         s.window_secs = if last > first { last - first } else { 0.0 };
         s.prompt_tokens = ok.iter().map(|r| u64::from(r.prompt_tokens)).sum();
         s.output_tokens = ok.iter().map(|r| u64::from(r.output_tokens)).sum();
-        let good = ok
-            .iter()
-            .filter(|r| r.ttft <= slo.ttft_secs && r.tpot.is_none_or(|t| t <= slo.tpot_secs))
-            .count();
+        let good = ok.iter().filter(|r| slo.met(r.ttft, r.tpot, r.e2e)).count();
         if s.window_secs > 0.0 {
             let per_sec = |x: f64| x / s.window_secs;
             s.throughput_rps = per_sec(s.ok as f64);
@@ -229,6 +232,7 @@ mod tests {
             error_kind: None,
             warmup: false,
             max_tokens: out,
+            itls: Vec::new(),
         }
     }
 
@@ -239,6 +243,8 @@ mod tests {
             (s.n, s.mean, s.p50, s.p90, s.p99),
             (100, Some(50.5), Some(50.0), Some(90.0), Some(99.0))
         );
+        // numpy.std(range(1, 101)) = 28.86607004772212
+        assert!((s.std.unwrap() - 28.866_070_047_722_12).abs() < 1e-9);
         let one = Stats::of([3.0, f64::NAN]);
         assert_eq!((one.n, one.p50, one.p99), (1, Some(3.0), Some(3.0)));
         assert_eq!(Stats::of([]), Stats::default());

@@ -43,13 +43,25 @@ async fn unreachable_target_fails_fast_with_a_clear_error() {
 
     // Bad URLs and settings are refused before any connection.
     let err = run(
-        LoadgenConfig::new("https://x:1"),
+        LoadgenConfig::new("ftp://x:1"),
         vec![],
         std::future::pending(),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, LoadgenError::InvalidUrl { .. }), "{err:?}");
+    let mut config = LoadgenConfig::new(e.url());
+    config.headers = vec![("bad header".into(), "x".into())];
+    let err = run(config, vec![], std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LoadgenError::InvalidHeader { .. }), "{err:?}");
+    let mut config = LoadgenConfig::new(e.url());
+    config.ca_file = Some("/no/such/ca.pem".into());
+    let err = run(config, vec![], std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/no/such/ca.pem"), "{err}");
     let mut config = LoadgenConfig::new(e.url());
     config.pacing = Pacing::Closed { concurrency: 0 };
     let err = run(config, vec![], std::future::pending())
@@ -205,4 +217,49 @@ async fn limits_warmup_and_duration() {
     assert_eq!(report.client.warmup_requests, warm);
     assert_eq!(report.client.requests, n - warm);
     assert!(!report.interrupted);
+}
+
+#[tokio::test]
+async fn headers_api_key_and_extra_body_reach_the_target() {
+    let s = Scripted::start().await;
+    // Without the key and header: every request is a 401 row.
+    let report = run(
+        LoadgenConfig::new(s.url()),
+        vec![scripted_session(0, "auth", 3)],
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.records[0].status, 401);
+    assert!(
+        report.records[0].error.contains("wrong key"),
+        "{:?}",
+        report.records[0]
+    );
+
+    let mut config = LoadgenConfig::new(s.url());
+    config.api_key = Some("sk-test".into());
+    config.headers = vec![("x-tenant".into(), "blue".into())];
+    config.extra_body = serde_json::json!({"max_tokens": 5})
+        .as_object()
+        .unwrap()
+        .clone();
+    let report = run(
+        config,
+        vec![
+            scripted_session(0, "auth", 3),
+            scripted_session(1, "auth", 3),
+        ],
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    for r in &report.records {
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.output_tokens, 5, "--extra-body overrides max_tokens");
+        assert_eq!(r.itls.len(), 4, "one gap between each pair of 5 chunks");
+    }
+    assert_eq!(report.run.extra_body["max_tokens"], 5);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("sk-test"), "the key is never written out");
 }

@@ -1,7 +1,9 @@
 //! Shared fixtures: emulated vLLM engines, ShareGPT slices, and
 //! [`Scripted`], a tiny OpenAI-style server whose answer is chosen by the
 //! request's last message (`ok`, `500`, `cut`, `error-event`, `no-done`,
-//! `hang`, `slow`).
+//! `hang`, `slow`, and `auth`: 401 unless the request carries
+//! `Authorization: Bearer sk-test` and `x-tenant: blue`; its answer has as
+//! many tokens as the body's `max_tokens`, so `--extra-body` shows).
 
 use bytes::Bytes;
 use http_body_util::channel::Channel;
@@ -158,6 +160,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if path != "/v1/chat/completions" {
         return Ok(full(StatusCode::NOT_FOUND, "text/plain", "not found"));
     }
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v == "Bearer sk-test")
+        && req.headers().get("x-tenant").is_some_and(|v| v == "blue");
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let mode = v["messages"][0]["content"]
@@ -165,6 +172,13 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .unwrap_or("ok")
         .to_string();
     let n = v["max_tokens"].as_u64().unwrap_or(4);
+    if mode == "auth" && !authorized {
+        return Ok(full(
+            StatusCode::UNAUTHORIZED,
+            "application/json",
+            r#"{"error": {"message": "scripted: missing or wrong key", "type": "Unauthorized", "code": 401}}"#,
+        ));
+    }
     if mode == "500" {
         return Ok(full(
             StatusCode::INTERNAL_SERVER_ERROR,
