@@ -68,6 +68,11 @@ struct Args {
     /// RAG sessions then all arrive at once).
     #[arg(long)]
     arrival: Option<String>,
+    /// Rescale the --rate/--arrival draws so the sessions arrive at exactly
+    /// that mean rate, as `vllm bench serve` does with its own draws.
+    #[arg(long)]
+    normalize_arrivals: bool,
+
     /// Closed loop with this many sessions in flight (a new one starts when
     /// one ends). With --rate/--arrival: open loop capped at this many
     /// (`vllm bench serve --max-concurrency`).
@@ -525,6 +530,16 @@ fn load_sessions(a: &Args, spec: &WorkloadSpec, arrival: &ArrivalSpec) -> Result
     }
     if sessions.is_empty() {
         bail!("workload {path} produced no sessions");
+    }
+    if a.normalize_arrivals {
+        match arrival {
+            ArrivalSpec::Poisson { rate } | ArrivalSpec::Gamma { rate, .. } => {
+                kvroute_workload::normalize_rate(&mut sessions, *rate)
+            }
+            ArrivalSpec::Trace { .. } => {
+                bail!("--normalize-arrivals needs --rate or a poisson/gamma --arrival")
+            }
+        }
     }
     tracing::info!(sessions = sessions.len(), requests = turns, workload = %path, "workload loaded");
     Ok(sessions)

@@ -72,7 +72,7 @@ fn out_dir(name: &str) -> PathBuf {
 
 #[test]
 fn bad_input_fails_before_any_load_with_a_clear_message() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--url", "http://127.0.0.1:9", "--sessions", "1"],
             "target http://127.0.0.1:9/v1/models is unreachable",
@@ -93,6 +93,10 @@ fn bad_input_fails_before_any_load_with_a_clear_message() {
         (&["--goodput", "queue:5"], "unknown metric"),
         (&["--extra-body", "[1]"], "must be a JSON object"),
         (&["--metric-percentiles", "50,101"], "not between 0 and 100"),
+        (
+            &["--normalize-arrivals", "--sessions", "2"],
+            "--normalize-arrivals needs --rate",
+        ),
     ];
     for (args, want) in cases {
         let o = loadgen().args(args).output().unwrap();

@@ -210,6 +210,24 @@ impl<I: Iterator<Item = Result<Session, WorkloadError>>> Iterator for WithArriva
     }
 }
 
+/// Rescale the sessions' arrival times so they arrive at exactly `rate`
+/// sessions per second on average: the first stays at zero, the last moves
+/// to `(n − 1) / rate`, the gaps keep their proportions. `vllm bench serve`
+/// rescales its Poisson/gamma draws this way (so its runs offer the same
+/// mean rate whatever the seed); loadgen's `--normalize-arrivals` does it to
+/// compare with it. No-op with fewer than two sessions, a non-positive rate,
+/// or sessions all arriving at once.
+pub fn normalize_rate(sessions: &mut [Session], rate: f64) {
+    let last = sessions.iter().map(|s| s.arrival).max().unwrap_or(Nanos::ZERO);
+    if sessions.len() < 2 || !(rate > 0.0 && rate.is_finite()) || last == Nanos::ZERO {
+        return;
+    }
+    let factor = (sessions.len() - 1) as f64 / rate / last.as_secs_f64();
+    for s in sessions {
+        s.arrival = Nanos::from_secs_f64(s.arrival.as_secs_f64() * factor);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +271,34 @@ mod tests {
         }
         let (mean, cv) = gap_stats(&ArrivalSpec::Gamma { rate: 2.0, cv: 0.0 }, 10, 0);
         assert!((mean - 0.5).abs() < 1e-9 && cv < 1e-6);
+    }
+
+    #[test]
+    fn normalized_arrivals_keep_their_shape_at_the_exact_rate() {
+        let mut a = Arrivals::new(&ArrivalSpec::Poisson { rate: 8.0 }, 3).unwrap();
+        let mut sessions: Vec<Session> = (0..200)
+            .map(|i| Session {
+                id: i,
+                arrival: a.next_arrival(Nanos::ZERO),
+                turns: Vec::new(),
+                think_time: Nanos::ZERO,
+            })
+            .collect();
+        let before: Vec<f64> = sessions.iter().map(|s| s.arrival.as_secs_f64()).collect();
+        normalize_rate(&mut sessions, 8.0);
+        let after: Vec<f64> = sessions.iter().map(|s| s.arrival.as_secs_f64()).collect();
+        assert_eq!(after[0], 0.0);
+        assert!((after[199] - 199.0 / 8.0).abs() < 1e-6, "{}", after[199]);
+        let factor = after[199] / before[199];
+        for (b, a) in before.iter().zip(&after) {
+            assert!((b * factor - a).abs() < 1e-6, "proportions kept");
+        }
+        // Nothing to scale: all at once, or one session.
+        let mut once = sessions.clone();
+        once.iter_mut().for_each(|s| s.arrival = Nanos::ZERO);
+        normalize_rate(&mut once, 8.0);
+        assert!(once.iter().all(|s| s.arrival == Nanos::ZERO));
+        normalize_rate(&mut sessions[..1], 8.0);
     }
 
     #[test]

@@ -66,7 +66,7 @@ uses it as is.
 
 #![deny(missing_docs)]
 
-pub use crate::arrival::{ArrivalSpec, Arrivals, WithArrivals};
+pub use crate::arrival::{normalize_rate, ArrivalSpec, Arrivals, WithArrivals};
 pub use crate::cli_spec::{arrival_from_flags, is_file_spec, parse_spec, workload_from_flags};
 pub use crate::error::WorkloadError;
 pub use crate::prompt::{render_flat, Prompter};
