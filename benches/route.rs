@@ -4,7 +4,9 @@
 //! capacity-bounded directory (each write evicts) — then the request's end.
 //! Prompts are cold: every one is new (half share a random prefix of a
 //! chain the directory holds), 2,000 tokens, block size 16; ~1 M blocks
-//! indexed. 16 and 1024 instances.
+//! indexed. 16 and 1024 instances; in predicted mode (each decision
+//! writes its blocks) and in exact mode (the directory is the engines' KV
+//! events, so a decision only reads it).
 //!
 //! `cargo bench --bench route` (criterion: mean and spread), and
 //! `cargo bench --bench route -- --percentiles` for p50/p99/p99.9 per call.
@@ -14,7 +16,7 @@ mod common;
 use common::{Fixture, INDEXED_BLOCKS};
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use kvroute_core::{ManualClock, Nanos, Outcome, RouteRequest};
-use kvroute_directory::{Directory, Freshness};
+use kvroute_directory::{Directory, Freshness, Mode};
 use kvroute_policy::{PolicyConfig, POLICY_NAMES};
 use kvroute_routing::Dispatcher;
 use std::hint::black_box;
@@ -25,7 +27,7 @@ const SIZES: [usize; 2] = [16, 1024];
 
 /// A dispatcher over `n` instances whose directory holds the fixture's
 /// chains, each instance bounded to its share of them (inserts evict).
-fn dispatcher(f: &Fixture, n: usize, policy: &str) -> Dispatcher {
+fn dispatcher(f: &Fixture, n: usize, policy: &str, mode: Mode) -> Dispatcher {
     let dir = Arc::new(Directory::new(Freshness::Live));
     let d = Dispatcher::new(
         PolicyConfig::by_name(policy)
@@ -43,6 +45,9 @@ fn dispatcher(f: &Fixture, n: usize, policy: &str) -> Dispatcher {
     for (inst, chain) in &f.chains {
         dir.record_routed(Nanos::ZERO, *inst, chain, None);
     }
+    for i in 0..n {
+        dir.set_mode(kvroute_core::InstanceId(i as u32), mode);
+    }
     d
 }
 
@@ -54,7 +59,7 @@ fn bench_route(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2))
             .warm_up_time(Duration::from_millis(500));
         for &name in POLICY_NAMES {
-            let d = dispatcher(&f, n, name);
+            let d = dispatcher(&f, n, name, Mode::Predicted);
             let mut id = 0u64;
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter_batched(
@@ -77,12 +82,19 @@ fn bench_route(c: &mut Criterion) {
 
 /// Per-call latency percentiles (the targets are p99).
 fn percentiles() {
+    for mode in [Mode::Predicted, Mode::Exact] {
+        println!("\n{} mode", mode.as_str());
+        percentiles_in(mode);
+    }
+}
+
+fn percentiles_in(mode: Mode) {
     println!("| instances | policy | p50 µs | p99 µs | p99.9 µs |");
     println!("|---:|---|---:|---:|---:|");
     for n in SIZES {
         let f = Fixture::new(n);
         for &name in POLICY_NAMES {
-            let d = dispatcher(&f, n, name);
+            let d = dispatcher(&f, n, name, mode);
             let reqs: Vec<RouteRequest> = (0..22_000).map(|i| f.prompt(i)).collect();
             let mut samples = Vec::with_capacity(20_000);
             for (k, r) in reqs.iter().enumerate() {
