@@ -149,7 +149,8 @@ def check_schema_knows_router_keys(router, schema):
     printed = tomllib.loads(out)
     cfg = schema["properties"]["router"]["properties"]["config"]["properties"]
     optional = {"model", "admin_token", "admin_listen", "hashing.tokenizer", "hashing.chat_template",
-                "discovery.dns_kv_events", "discovery.file", "proxy.ca_file"}
+                "discovery.dns_kv_events", "discovery.file", "proxy.ca_file",
+                "directory.warm_start"}
     chart_owned = {"admin_token", "admin_listen", "access.api_keys"}
     router_keys = set(optional)
     for k, v in printed.items():

@@ -138,6 +138,11 @@ struct Args {
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<f64>,
 
+    /// Fill the directory at start-up from a snapshot: a file, or a running
+    /// replica's http(s)://ADMIN/admin/snapshot (sent this router's admin token).
+    #[arg(long, value_name = "FILE|URL")]
+    warm_start: Option<String>,
+
     /// PEM file of CA certificates trusted for https:// engines besides the
     /// system's roots.
     #[arg(long, value_name = "PEM")]
@@ -407,6 +412,9 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     set(&mut d.exact_resume_secs, args.exact_resume);
     set(&mut d.kv_topic, args.kv_topic.clone());
     set(&mut d.default_capacity_blocks, args.directory_capacity);
+    if args.warm_start.is_some() {
+        d.warm_start = args.warm_start.clone();
+    }
     d.kv_events_allow
         .extend(args.kv_events_allow.iter().cloned());
     let p = &mut c.proxy;

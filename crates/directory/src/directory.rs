@@ -200,6 +200,12 @@ impl Directory {
         }
     }
 
+    /// Insert `hashes` for `id` in this order (the last most recently used),
+    /// straight into the index.
+    pub(crate) fn insert_in_order(&self, id: InstanceId, hashes: &[BlockHash]) {
+        self.index.write().insert_in_order(id, hashes);
+    }
+
     /// The engine behind `id` reported a cache change.
     pub fn apply(&self, now: Nanos, id: InstanceId, event: KvEvent) -> ApplyStats {
         self.write(now, Op::Event(id, event))

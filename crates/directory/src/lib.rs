@@ -38,7 +38,9 @@ assert_eq!(overlap.get(InstanceId(0)), 0);
 
 pub use crate::directory::{ApplyStats, Directory, Freshness, Mode, Op};
 pub use crate::index::PrefixIndex;
+pub use crate::snapshot::{InstanceSnapshot, Snapshot, SnapshotError};
 
 mod directory;
 mod index;
 mod lru;
+mod snapshot;

@@ -10,6 +10,7 @@
 //! | `POST /admin/instances/{id}/drain` | stop sending it new requests |
 //! | `POST /admin/instances/{id}/undrain` | resume |
 //! | `DELETE /admin/instances/{id}` | remove it for good |
+//! | `GET /admin/snapshot` | the directory as a bincode [`Snapshot`](kvroute_directory::Snapshot) (`application/octet-stream`), for another replica's `--warm-start` |
 //! | `GET /admin/decisions` | the last sampled routing decisions (every `proxy.explain_every`th), newest first: each candidate's matched blocks, the policy's terms and score |
 //!
 //! `{id}` is the numeric id from the listing.
@@ -72,6 +73,14 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Respons
             gw.engines().iter().map(|e| describe(gw, e)).collect(),
         )),
         (Method::POST, ["instances"]) => add(gw, req).await,
+        (Method::GET, ["snapshot"]) => {
+            let mut r = Response::new(ProxyBody::full(gw.snapshot().encode()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
         (Method::GET, ["decisions"]) => ok(Value::Array(
             gw.explained.lock().iter().rev().cloned().collect(),
         )),

@@ -241,6 +241,10 @@ pub struct DirectoryConfig {
     /// (0: unbounded). Bounds the router's memory with engines that do not
     /// report their cache size.
     pub default_capacity_blocks: usize,
+    /// Fill the directory at start-up from a snapshot: a file, or a running
+    /// replica's `http(s)://ADMIN/admin/snapshot` (fetched with this
+    /// router's admin token). Unset: start empty.
+    pub warm_start: Option<String>,
 }
 
 impl Default for DirectoryConfig {
@@ -254,6 +258,7 @@ impl Default for DirectoryConfig {
             kv_max_frame_bytes: 16 << 20,
             min_reset_interval_secs: 10.0,
             default_capacity_blocks: 1 << 17,
+            warm_start: None,
         }
     }
 }

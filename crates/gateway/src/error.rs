@@ -21,6 +21,12 @@ pub enum ServeError {
     /// TLS towards the engines could not be set up (e.g. a bad CA file).
     #[error("upstream TLS: {0}")]
     Tls(#[from] kvroute_http::TlsError),
+    /// A directory snapshot is unusable.
+    #[error(transparent)]
+    Snapshot(#[from] kvroute_directory::SnapshotError),
+    /// The warm start could not read its snapshot.
+    #[error("warm start: {0}")]
+    WarmStart(String),
     /// Accepting connections failed for good.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),

@@ -67,6 +67,8 @@ kvroute_gateway::serve(listener, config, async { let _ = tokio::signal::ctrl_c()
 * `admit`: [`AdmitLayer`], bounded concurrency with a bounded, timed queue.
 * `server`: [`serve`], [`serve_gateway`], graceful shutdown.
 * `admin`: the `/admin/` API.
+* `snapshot`: [`Gateway::snapshot`], [`Gateway::warm_start`]: the directory
+  handed from one replica to the next.
 * `health`, `poll`, `kv`: the background tasks (probes, engine `/metrics`, KV events).
 * `metrics`: [`RouterMetrics`], the router's Prometheus page.
 * `upstream`: [`Upstream`], the router's side of one engine.
@@ -113,4 +115,5 @@ mod proxy;
 mod request;
 mod server;
 mod service;
+mod snapshot;
 mod upstream;

@@ -15,6 +15,7 @@
 //! All instances are polled concurrently; a slow or dead engine delays no
 //! other. Nothing here is on the request path.
 
+use crate::config::RouterConfig;
 use crate::gateway::Gateway;
 use crate::upstream::{Engine, FeedFallback, Upstream};
 use kvroute_core::InstanceId;
@@ -33,7 +34,19 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     let Some(every) = gw.timeouts.metrics_interval else {
         return;
     };
-    let client = kvroute_metrics::http_client();
+    let client = match kvroute_metrics::http_client(&kvroute_http::ClientOptions {
+        connect_timeout: RouterConfig::secs(gw.config().proxy.connect_timeout_secs),
+        ca_file: gw.config().proxy.ca_file.clone(),
+        http2_over_tls: gw.config().proxy.http2,
+        ..kvroute_http::ClientOptions::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            // Gateway::new built the same TLS settings already: not reached.
+            tracing::error!(error = %e, "no client for engine metrics polls");
+            return;
+        }
+    };
     let timeout = every.clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -37,6 +37,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let gateway = Gateway::new(config)?;
+    gateway.warm_start().await?;
     serve_gateway(listener, gateway, shutdown).await
 }
 

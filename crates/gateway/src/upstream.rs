@@ -380,7 +380,6 @@ mod tests {
             p.join("/health").unwrap().to_string(),
             "http://h:1/engine/health"
         );
-        assert!(BaseUrl::parse("https://h:1").is_err());
         assert!(BaseUrl::parse("h:1").is_err());
         assert!(BaseUrl::parse("http://h:1/?q").is_err());
         assert!(BaseUrl::parse("ftp://h:1").is_err());

@@ -441,3 +441,88 @@ async fn sampled_decisions_are_explained() {
         .any(|c| c["matched_blocks"].as_u64().unwrap() > 0));
     r.shutdown().await;
 }
+
+/// A second replica warms its directory from the first one's
+/// `/admin/snapshot` (and from a file of it): same blocks for the same
+/// engines; a snapshot hashed differently, or not a snapshot, is refused;
+/// an unreachable peer means a cold start, not a failure.
+#[tokio::test]
+async fn a_new_replica_warms_its_directory_from_a_snapshot() {
+    let a = backend(Behavior::default()).await;
+    let b = backend(Behavior::default()).await;
+    let mut cfg = config("cache_affinity", &[&a, &b]);
+    cfg.admin_token = Some(TOKEN.into());
+    let r = router(cfg.clone()).await;
+    let c = client();
+    for i in 0..6 {
+        let prompt = format!(
+            "shared system prompt for tenant {} and a question {i}",
+            i % 2
+        );
+        let ans = post(&c, &r.url("/v1/completions"), &completion(&prompt, false)).await;
+        assert_eq!(ans.status, 200);
+    }
+    let dir = r.gw.dispatcher().directory();
+    let held: Vec<u64> = (0..2).map(|i| dir.instance_blocks(InstanceId(i))).collect();
+    assert!(held.iter().sum::<u64>() > 0, "{held:?}");
+    let (k, v) = auth();
+    let snap = send(&c, "GET", &r.url("/admin/snapshot"), &[(k, v.as_str())], "").await;
+    assert_eq!(snap.status, 200);
+    assert_eq!(snap.header("content-type"), "application/octet-stream");
+    assert_eq!(
+        send(&c, "GET", &r.url("/admin/snapshot"), &[], "")
+            .await
+            .status,
+        401,
+        "the snapshot is behind the admin token"
+    );
+
+    // From the peer's admin URL.
+    let mut peer = cfg.clone();
+    peer.directory.warm_start = Some(r.url("/admin/snapshot"));
+    let gw = kvroute_gateway::Gateway::new(peer).unwrap();
+    gw.warm_start().await.unwrap();
+    for i in 0..2u32 {
+        let id = InstanceId(i);
+        assert_eq!(
+            gw.dispatcher().directory().export(id),
+            dir.export(id),
+            "instance {i}"
+        );
+    }
+
+    // From a file.
+    let file = std::env::temp_dir().join(format!("kvroute-snapshot-{}.bin", std::process::id()));
+    std::fs::write(&file, &snap.body).unwrap();
+    let mut from_file = cfg.clone();
+    from_file.directory.warm_start = Some(file.display().to_string());
+    let gw = kvroute_gateway::Gateway::new(from_file.clone()).unwrap();
+    gw.warm_start().await.unwrap();
+    assert_eq!(
+        gw.dispatcher().directory().instance_blocks(InstanceId(0)),
+        held[0]
+    );
+
+    // Another block size: refused, naming both hashings.
+    let mut other = from_file.clone();
+    other.hashing.block_size = 8;
+    let gw = kvroute_gateway::Gateway::new(other).unwrap();
+    let e = gw.warm_start().await.unwrap_err().to_string();
+    assert!(e.contains("block 4") && e.contains("block 8"), "{e}");
+    // Not a snapshot: refused.
+    std::fs::write(&file, b"{\"not\": \"a snapshot\"}").unwrap();
+    let gw = kvroute_gateway::Gateway::new(from_file).unwrap();
+    let e = gw.warm_start().await.unwrap_err().to_string();
+    assert!(e.contains("not a kvroute directory snapshot"), "{e}");
+    std::fs::remove_file(&file).unwrap();
+    // A peer that is gone: a cold start.
+    let mut gone = cfg.clone();
+    gone.directory.warm_start = Some(format!("http://127.0.0.1:{}/admin/snapshot", free_port()));
+    let gw = kvroute_gateway::Gateway::new(gone).unwrap();
+    gw.warm_start().await.unwrap();
+    assert_eq!(
+        gw.dispatcher().directory().instance_blocks(InstanceId(0)),
+        0
+    );
+    r.shutdown().await;
+}

@@ -199,7 +199,12 @@ async fn https_engines_with_a_private_ca() {
 
     cfg.proxy.ca_file = Some(testdata("ca.pem"));
     cfg.proxy.http2 = true; // offered by ALPN; the engine answers in HTTP/1.1
+    cfg.metrics_interval_secs = 0.1;
     let r = router(cfg).await;
+    r.eventually(5.0, "its /metrics polled over https", |r| {
+        r.gw.engines()[0].ext().engine.polls_ok.load(Relaxed) > 0
+    })
+    .await;
     r.eventually(5.0, "the https engine is healthy", |r| {
         r.gw.healthy_count() == 1
     })

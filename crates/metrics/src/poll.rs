@@ -3,25 +3,26 @@
 //! The router's poll loop (which instances, how often, what to do with a
 //! page) lives with the router; this is the part every caller shares.
 //!
-//! Only plain `http://` is supported (engines sit on a private network).
+//! `http://` and `https://` engines alike ([`kvroute_http`]'s client).
 
 use crate::error::MetricsError;
 use crate::scrape::Scrape;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use kvroute_http::error_chain;
 use std::time::Duration;
 
 /// The HTTP client type [`fetch`] uses (cheap to clone; clones share the
 /// connection pool).
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub type HttpClient = kvroute_http::Client<Empty<Bytes>>;
 
-/// A new [`HttpClient`] with keep-alive connection pooling.
-pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+/// A new [`HttpClient`] with keep-alive connection pooling (`options`: the
+/// CA file trusted for `https://` engines, timeouts).
+pub fn http_client(
+    options: &kvroute_http::ClientOptions,
+) -> Result<HttpClient, kvroute_http::TlsError> {
+    kvroute_http::client(options)
 }
 
 /// Largest `/metrics` body accepted (a vLLM page is ~50 KiB).
@@ -94,19 +95,6 @@ async fn fetch_uri(
     }
 }
 
-/// An error and its sources, joined with `: ` (hyper-util's top-level
-/// message alone is just "client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn parse_http_url(url: &str) -> Result<Uri, MetricsError> {
     let invalid = |reason: &str| MetricsError::InvalidUrl {
         url: url.to_string(),
@@ -115,35 +103,11 @@ fn parse_http_url(url: &str) -> Result<Uri, MetricsError> {
     let uri: Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("only http:// URLs are supported"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(invalid("only http:// and https:// URLs are supported"));
     }
     if uri.authority().is_none() {
         return Err(invalid("no host"));
     }
     Ok(uri)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_chain_joins_sources() {
-        let e = Wrapper(std::io::Error::other("refused"));
-        assert_eq!(error_chain(&e), "connect: refused");
-    }
-
-    #[derive(Debug)]
-    struct Wrapper(std::io::Error);
-    impl std::fmt::Display for Wrapper {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("connect")
-        }
-    }
-    impl std::error::Error for Wrapper {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
 }

@@ -67,7 +67,7 @@ async fn closed_port() -> String {
 #[tokio::test]
 async fn fetch_reads_the_page_and_reports_failures() {
     let base = serve().await;
-    let client = http_client();
+    let client = http_client(&kvroute_http::ClientOptions::default()).unwrap();
     let t = Duration::from_secs(2);
 
     let s = fetch(&client, &format!("{base}/metrics"), t).await.unwrap();
@@ -94,7 +94,7 @@ async fn fetch_reads_the_page_and_reports_failures() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        fetch(&client, "https://127.0.0.1:1/metrics", t).await,
+        fetch(&client, "ftp://127.0.0.1:1/metrics", t).await,
         Err(MetricsError::InvalidUrl { .. })
     ));
 }
