@@ -2,7 +2,7 @@
 //! written for vLLM's benchmark read loadgen's runs unchanged.
 //!
 //! The keys and their arithmetic follow vLLM's `benchmarks/serve.py`
-//! (v0.11–0.12): `duration`, `completed`, `failed`, token totals,
+//! (vLLM 0.32): `duration`, `completed`, `failed`, token totals,
 //! `request_throughput`, `request_goodput` (`null` without `--goodput`),
 //! `output_throughput`, `total_token_throughput`,
 //! `max_output_tokens_per_s` and `max_concurrent_requests` (over one-second
