@@ -218,7 +218,11 @@ impl<I: Iterator<Item = Result<Session, WorkloadError>>> Iterator for WithArriva
 /// compare with it. No-op with fewer than two sessions, a non-positive rate,
 /// or sessions all arriving at once.
 pub fn normalize_rate(sessions: &mut [Session], rate: f64) {
-    let last = sessions.iter().map(|s| s.arrival).max().unwrap_or(Nanos::ZERO);
+    let last = sessions
+        .iter()
+        .map(|s| s.arrival)
+        .max()
+        .unwrap_or(Nanos::ZERO);
     if sessions.len() < 2 || !(rate > 0.0 && rate.is_finite()) || last == Nanos::ZERO {
         return;
     }
