@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use kvroute_loadgen::{
-    bench_result, default_file_name, Api, BenchResultOptions, LoadgenConfig, Metric, Pacing,
-    RecordHook, RunReport, Slo,
+    bench_result, default_file_name, percentile_word, Api, BenchResultOptions, LoadgenConfig,
+    Metric, Pacing, RecordHook, RunReport, Slo,
 };
 use kvroute_workload::{build_workload, load_text_tools, ArrivalSpec, Session, WorkloadSpec};
 use std::io::IsTerminal;
@@ -350,17 +350,7 @@ fn write_selected_percentiles(
     result: &serde_json::Map<String, serde_json::Value>,
     o: &BenchResultOptions,
 ) -> std::io::Result<()> {
-    let words: Vec<String> = o
-        .percentiles
-        .iter()
-        .map(|p| {
-            if p.fract() == 0.0 {
-                format!("{}", *p as i64)
-            } else {
-                format!("{p}")
-            }
-        })
-        .collect();
+    let words: Vec<String> = o.percentiles.iter().map(|&p| percentile_word(p)).collect();
     writeln!(out)?;
     write!(
         out,

@@ -21,6 +21,7 @@
 
 use crate::config::{Api, Slo};
 use crate::report::RunReport;
+use crate::summary::Stats;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,19 +138,8 @@ pub fn percentile_linear(sorted: &[f64], p: f64) -> f64 {
     }
 }
 
-/// Mean and population standard deviation; zeros without samples.
-fn mean_std(xs: &[f64]) -> (f64, f64) {
-    if xs.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-    (mean, var.sqrt())
-}
-
 /// `99` for 99.0, `99.9` for 99.9 (vLLM's key spelling).
-fn percentile_word(p: f64) -> String {
+pub fn percentile_word(p: f64) -> String {
     if p.fract() == 0.0 {
         format!("{}", p as i64)
     } else {
@@ -285,14 +275,20 @@ pub fn bench_result(report: &RunReport, o: &BenchResultOptions) -> Map<String, V
         };
         xs.retain(|x| x.is_finite());
         xs.sort_by(f64::total_cmp);
-        let (mean, std) = mean_std(&xs);
+        let stats = Stats::of(xs.iter().copied());
         let name = metric.name();
-        m.insert(format!("mean_{name}_ms"), json!(mean * 1e3));
+        m.insert(
+            format!("mean_{name}_ms"),
+            json!(stats.mean.unwrap_or(0.0) * 1e3),
+        );
         m.insert(
             format!("median_{name}_ms"),
             json!(percentile_linear(&xs, 50.0) * 1e3),
         );
-        m.insert(format!("std_{name}_ms"), json!(std * 1e3));
+        m.insert(
+            format!("std_{name}_ms"),
+            json!(stats.std.unwrap_or(0.0) * 1e3),
+        );
         for &p in &o.percentiles {
             m.insert(
                 format!("p{}_{name}_ms", percentile_word(p)),
@@ -341,9 +337,9 @@ mod tests {
         assert_eq!(percentile_linear(&[], 99.0), 0.0);
         assert_eq!(percentile_linear(&[7.0], 25.0), 7.0);
         // numpy.std([1, 2, 3, 4]) = 1.118033988749895 (population)
-        let (mean, std) = mean_std(&xs);
-        assert_eq!(mean, 2.5);
-        assert!((std - 1.118_033_988_749_895).abs() < 1e-12);
+        let s = Stats::of(xs);
+        assert_eq!(s.mean, Some(2.5));
+        assert!((s.std.unwrap() - 1.118_033_988_749_895).abs() < 1e-12);
         assert_eq!(percentile_word(99.0), "99");
         assert_eq!(percentile_word(99.9), "99.9");
     }

@@ -84,7 +84,9 @@ assert_eq!(Chunk::parse(&events[2]), Ok(Chunk::Done));
 
 #![deny(missing_docs)]
 
-pub use crate::bench_result::{bench_result, default_file_name, BenchResultOptions, Metric};
+pub use crate::bench_result::{
+    bench_result, default_file_name, percentile_word, BenchResultOptions, Metric,
+};
 pub use crate::config::{Api, LoadgenConfig, Pacing, RecordHook, Slo};
 pub use crate::error::LoadgenError;
 pub use crate::record::{ErrorKind, RequestRecord};
