@@ -86,10 +86,14 @@ pub struct Live {
     limit: (usize, usize),
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free ports of 127.0.0.1. All are held bound until every
+/// one is chosen: asking for one port at a time can return the same port
+/// twice once the previous probe socket is closed.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// A folder with the plain tokenizer files, reported as the engines' model
@@ -270,6 +274,10 @@ impl Live {
         load: f64,
         seed: u64,
     ) -> Result<LiveRow> {
+        // Every port of this run at once (engines' HTTP and KV, the router,
+        // a peer's metrics), so no two of them coincide.
+        let mut pool = free_ports(2 * instances + 2)?.into_iter();
+        let mut port = || pool.next().ok_or_else(|| anyhow!("port pool exhausted"));
         let (urls, kv, ports): (Vec<String>, Vec<String>, Vec<u16>) = match &self.engines {
             Engines::Real { urls, kv } => {
                 if urls.len() != instances {
@@ -281,9 +289,9 @@ impl Live {
                 (urls.clone(), kv.clone(), Vec::new())
             }
             Engines::Emulated { .. } => {
-                let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect::<Result<_>>()?;
+                let ports: Vec<u16> = (0..instances).map(|_| port()).collect::<Result<_>>()?;
                 let kv = (0..instances)
-                    .map(|_| free_port().map(|p| format!("bind:tcp://127.0.0.1:{p}")))
+                    .map(|_| port().map(|p| format!("bind:tcp://127.0.0.1:{p}")))
                     .collect::<Result<_>>()?;
                 (
                     ports
@@ -295,7 +303,7 @@ impl Live {
                 )
             }
         };
-        let router_port = free_port()?;
+        let router_port = port()?;
         let router_url = format!("http://127.0.0.1:{router_port}");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (router_task, engines, peer) = match router {
@@ -335,7 +343,7 @@ impl Live {
                     .iter()
                     .find(|p| &p.label == label)
                     .ok_or_else(|| anyhow!("no peer router {label}"))?;
-                let metrics_port = free_port()?;
+                let metrics_port = port()?;
                 let mut cmd = Command::new(&p.program);
                 cmd.args(&p.args)
                     .args([
@@ -358,7 +366,8 @@ impl Live {
                 (None, engines, Some(child))
             }
         };
-        wait_ready(&router_url).await?;
+        let kvroute_instances = matches!(router, RouterChoice::Kvroute(_)).then_some(instances);
+        wait_ready(&router_url, kvroute_instances).await?;
 
         let mut lc = LoadgenConfig::new(router_url.clone());
         lc.api = Api::Chat;
@@ -384,7 +393,18 @@ impl Live {
         for e in engines {
             let _ = e.stop().await;
         }
-        let row = self.row(w, router, (instances, seed, offered), rate, load, &report?);
+        let report = report?;
+        if let Some(bad) = report.records.iter().find(|r| !r.ok() && !r.warmup) {
+            eprintln!(
+                "[study] live {} on {} ({instances} instances, seed {seed}): {} of {offered} requests failed {:?}; first: {}",
+                router.label(),
+                w.name,
+                report.client.failed,
+                report.client.errors,
+                bad.error
+            );
+        }
+        let row = self.row(w, router, (instances, seed, offered), rate, load, &report);
         // Lag: how much longer the run took than its arrivals (plus the
         // longest unloaded session it has to finish after the last arrival).
         let lag = if span > 0.0 { took / span } else { f64::NAN };
@@ -448,15 +468,27 @@ impl Live {
     }
 }
 
-async fn wait_ready(url: &str) -> Result<()> {
+/// Wait until the router answers `/v1/models` and, for kvroute (which
+/// says so on `/health`), until every one of its `instances` is healthy:
+/// load sent before the first health probes would be refused with 503.
+async fn wait_ready(url: &str, kvroute_instances: Option<usize>) -> Result<()> {
     let client = reqwest_like::Client::new();
     for _ in 0..200 {
-        if client.get_ok(&format!("{url}/v1/models")).await {
+        let models = client.get_ok(&format!("{url}/v1/models")).await;
+        let healthy = match kvroute_instances {
+            None => true,
+            Some(n) => client
+                .get_json(&format!("{url}/health"))
+                .await
+                .and_then(|v| v["healthy_instances"].as_u64())
+                .is_some_and(|h| h as usize >= n),
+        };
+        if models && healthy {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("router at {url} did not become ready")
+    bail!("router at {url} did not become ready (every instance healthy) within 20 s")
 }
 
 /// A run that took this many times its arrivals' span did not keep up.
@@ -528,6 +560,18 @@ mod reqwest_like {
                 }
                 Err(_) => false,
             }
+        }
+
+        /// The body of a GET as JSON, if it answered 2xx with JSON.
+        pub async fn get_json(&self, url: &str) -> Option<serde_json::Value> {
+            let uri = url.parse().ok()?;
+            let r = self.0.get(uri).await.ok()?;
+            let ok = r.status().is_success();
+            let body = r.into_body().collect().await.ok()?.to_bytes();
+            if !ok {
+                return None;
+            }
+            serde_json::from_slice(&body).ok()
         }
 
         pub async fn post_empty(&self, url: &str) -> Result<()> {
