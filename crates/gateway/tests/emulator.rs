@@ -220,3 +220,62 @@ async fn https_engines_with_a_private_ca() {
     }
     r.shutdown().await;
 }
+
+/// Token-id prompts (`/v1/completions` with `prompt: [ids]`, as traces and
+/// synthetic benchmarks send them) in exact mode: the router hashes the ids
+/// as given, the engine's KV events carry the same block hashes, and the
+/// predicted cached tokens equal the engine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_mode_with_token_id_prompts() {
+    let tokenizer = Arc::new(Tokenizer::from_file(qwen3().join("tokenizer.json.gz")).unwrap());
+    let profile = Profile::load("vllm-cpu-tiny").unwrap();
+    let block_size = profile.limits.block_size as usize;
+    let (http, kv) = (free_port(), free_port());
+    let mut cfg = config("cache_affinity", &[]);
+    cfg.hashing.block_size = block_size;
+    cfg.hashing.tokenizer = Some(qwen3().join("tokenizer.json.gz"));
+    cfg.directory.mode = Mode::Exact;
+    cfg.metrics_interval_secs = 0.1;
+    cfg.instances = vec![InstanceConfig::new(format!("http://127.0.0.1:{http}"))
+        .with_kv_events(format!("bind:tcp://127.0.0.1:{kv}"))];
+    let r = router(cfg).await;
+    let mut ec = EmulatorConfig::new(profile, tokenizer);
+    ec.speedup = 20.0;
+    ec.kv_events = Some(Endpoint::Connect(format!("tcp://127.0.0.1:{kv}")));
+    let engine = spawn_on(ec, http).await.unwrap();
+    r.eventually(5.0, "engine connected and healthy", |r| {
+        r.gw.engines().iter().all(|u| u.ext().kv.connected()) && r.gw.healthy_count() == 1
+    })
+    .await;
+    let c = client();
+    let shared: Vec<u32> = (1000..1000 + 4 * block_size as u32).collect();
+    for k in 0..4u32 {
+        let mut prompt = shared.clone();
+        prompt.extend((0..block_size as u32).map(|i| 5000 + 100 * k + i));
+        let body = serde_json::json!({"model": "tiny", "prompt": prompt, "max_tokens": 2});
+        let ans = post(&c, &r.url("/v1/completions"), &body.to_string()).await;
+        assert_eq!(ans.status, 200, "{}", ans.text());
+        let predicted: u64 = ans.header("x-kvroute-cached-tokens").parse().unwrap();
+        let actual = ans.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0);
+        assert_eq!(predicted, actual, "request {k}");
+        if k > 0 {
+            assert_eq!(actual, 4 * block_size as u64, "request {k}");
+        }
+        let (_, hashes) = r.gw.encoder().encode(&PromptInput::Tokens(prompt)).unwrap();
+        let last = *hashes.last().unwrap();
+        r.eventually(5.0, "events applied", |r| {
+            r.gw.dispatcher()
+                .directory()
+                .with_index(|ix| ix.contains(InstanceId(0), last))
+        })
+        .await;
+    }
+    assert_eq!(
+        r.gw.dispatcher().directory().mode(InstanceId(0)),
+        Mode::Exact
+    );
+    r.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), engine.stop()).await;
+}
