@@ -186,8 +186,12 @@ impl FeedCheck {
             self.window = Counters::default();
             return;
         }
-        if gw.dispatcher.directory().mode(id) != Mode::Exact {
-            // Predicted entries would count as matches: measure only in exact mode.
+        if gw.dispatcher.directory().mode(id) != Mode::Exact
+            || !gw.dispatcher.policy().uses_directory()
+        {
+            // Predicted entries would count as matches: measure only in exact
+            // mode. A policy that reads no directory predicts nothing cached,
+            // so there is nothing to compare the engine's hits with.
             self.window = Counters::default();
             return;
         }
