@@ -80,6 +80,11 @@ pub(crate) async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             }
         });
         futures_util::future::join_all(polls).await;
+        if *stop.borrow() {
+            // Stopping: the KV-event subscribers are already gone, so the
+            // feed checks would see a silent feed that is merely closed.
+            return;
+        }
         for e in live.iter().filter(|e| e.ext().kv_events().is_some()) {
             if gw.config.directory.mode == Mode::Exact {
                 checks.entry(e.id()).or_default().after_poll(&gw, e);
