@@ -219,7 +219,7 @@ fn run(a: Args) -> Result<RunReport> {
     let selected = a.percentile_metrics.is_some() || a.metric_percentiles.is_some();
     // Checked before any load is sent.
     let bench = (a.save_result || selected)
-        .then(|| bench_options(&a, &arrival))
+        .then(|| bench_options(&a, &arrival, config.slo))
         .transpose()?;
     let spec = workload_spec(&a)?;
     let sessions = load_sessions(&a, &spec, &arrival)?;
@@ -310,7 +310,9 @@ fn run(a: Args) -> Result<RunReport> {
 }
 
 /// The `--save-result` settings from the flags.
-fn bench_options(a: &Args, arrival: &ArrivalSpec) -> Result<BenchResultOptions> {
+/// `slo` is the run's objective, which the file reports as goodput only
+/// when `--goodput` set it (as vLLM does).
+fn bench_options(a: &Args, arrival: &ArrivalSpec, slo: Slo) -> Result<BenchResultOptions> {
     let mut o = BenchResultOptions::default();
     if let Some(m) = &a.percentile_metrics {
         o.metrics = m.clone();
@@ -321,7 +323,7 @@ fn bench_options(a: &Args, arrival: &ArrivalSpec) -> Result<BenchResultOptions> 
         }
         o.percentiles = p.clone();
     }
-    o.goodput = (!a.goodput.is_empty()).then(|| slo(a)).transpose()?;
+    o.goodput = (!a.goodput.is_empty()).then_some(slo);
     o.detailed = a.save_detailed;
     o.label = a.label.clone();
     o.tokenizer_id = a.tokenizer.as_ref().map_or_else(

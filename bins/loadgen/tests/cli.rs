@@ -18,6 +18,14 @@ fn loadgen() -> Command {
     c
 }
 
+/// Run `cmd` to completion off the test's runtime (the engine it talks to
+/// runs on that runtime).
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -118,9 +126,7 @@ async fn a_run_writes_csv_json_and_a_table() {
         ])
         .args(["--sessions", "3", "--concurrency", "2", "--out"])
         .arg(&dir);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("closed loop × 2"), "{out}");
@@ -150,9 +156,7 @@ async fn https_engine_and_a_vllm_bench_serve_result() {
     // Without the CA the certificate is refused before any load.
     let mut cmd = loadgen();
     cmd.args(["--url", &url, "--num-requests", "1"]);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("certificate"), "{err}");
@@ -185,9 +189,7 @@ async fn https_engine_and_a_vllm_bench_serve_result() {
             "--out",
         ])
         .arg(&dir);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(

@@ -21,7 +21,7 @@
 use crate::error::ServeError;
 use crate::gateway::Gateway;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use kvroute_directory::{InstanceSnapshot, Snapshot};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,30 +115,17 @@ impl Gateway {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let work = async {
-            let resp = self
-                .client
-                .request(req)
+        let (status, body) =
+            kvroute_http::send_bounded(&self.client, req, MAX_FETCH, Duration::from_secs(30))
                 .await
-                .map_err(|e| crate::proxy::error_chain(&e))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_FETCH)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the body: {e}"))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!(
-                    "HTTP {}: {}",
-                    status.as_u16(),
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                ));
-            }
-            Ok(body)
-        };
-        match tokio::time::timeout(Duration::from_secs(30), work).await {
-            Ok(r) => r,
-            Err(_) => Err("no answer within 30 s".into()),
+                .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ));
         }
+        Ok(body)
     }
 }

@@ -9,6 +9,8 @@ HTTP plumbing shared by kvroute's router, load generator and emulated engine.
   (vLLM and SGLang serve HTTP/1.1 only).
 * [`server_tls`]: rustls server settings from a PEM certificate chain and
   key (vLLM's `--ssl-certfile` / `--ssl-keyfile`), for the emulated engine.
+* [`send_bounded`]: one request and its whole answer, bounded in size and
+  time (probes, `/metrics` scrapes, snapshot fetches).
 * [`error_chain`]: an error and its sources on one line (hyper-util's own
   message is only "client error (Connect)").
 
@@ -182,6 +184,53 @@ pub fn server_tls(cert_file: &Path, key_file: &Path) -> Result<ServerTls, TlsErr
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Why [`send_bounded`] got no whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// No response: connection refused or reset, TLS refused (the
+    /// [`error_chain`] of the client's error).
+    #[error("{0}")]
+    Send(String),
+    /// The body broke off or was longer than allowed.
+    #[error("reading the body: {0}")]
+    Body(String),
+    /// No whole answer within the time allowed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Send `req` and read its whole body, at most `max_body` bytes, all
+/// within `timeout`. Any status is an answer: the caller judges it.
+pub async fn send_bounded<B>(
+    client: &Client<B>,
+    req: hyper::Request<B>,
+    max_body: usize,
+    timeout: Duration,
+) -> Result<(hyper::StatusCode, hyper::body::Bytes), FetchError>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let work = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| FetchError::Send(error_chain(&e)))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Body(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(FetchError::Timeout(timeout)))
 }
 
 /// An error and its sources, joined with `: `, each source once.

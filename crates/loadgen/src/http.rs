@@ -63,26 +63,22 @@ impl Client {
         })
     }
 
-    /// Send `req` as is (scrapes).
-    pub(crate) fn request(
+    /// Send `req` to the target (see [`Client::for_target`]).
+    pub(crate) fn request_target(
         &self,
         req: hyper::Request<Full<Bytes>>,
     ) -> hyper_util::client::legacy::ResponseFuture {
-        self.inner.request(req)
+        self.inner.request(self.for_target(req))
     }
 
-    /// Send `req` to the target: the run's headers added, those the request
-    /// sets itself kept.
-    pub(crate) fn request_target(
-        &self,
-        mut req: hyper::Request<Full<Bytes>>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    /// `req` with the run's headers added, those it sets itself kept.
+    fn for_target(&self, mut req: hyper::Request<Full<Bytes>>) -> hyper::Request<Full<Bytes>> {
         for (k, v) in self.target_headers.iter() {
             if !req.headers().contains_key(k) {
                 req.headers_mut().insert(k.clone(), v.clone());
             }
         }
-        self.inner.request(req)
+        req
     }
 }
 
@@ -178,28 +174,21 @@ pub(crate) async fn get(
     timeout: Duration,
     to_target: bool,
 ) -> Result<(StatusCode, Bytes), String> {
-    let work = async {
-        let req = hyper::Request::get(uri.clone())
-            .header(
-                hyper::header::ACCEPT,
-                "text/plain;version=0.0.4;q=1,application/json;q=0.9,*/*;q=0.1",
-            )
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let sent = if to_target {
-            client.request_target(req)
-        } else {
-            client.request(req)
-        };
-        let resp = sent.await.map_err(|e| error_chain(&e))?;
-        let status = resp.status();
-        let body = read_body(resp.into_body()).await?;
-        Ok((status, body))
+    let req = hyper::Request::get(uri.clone())
+        .header(
+            hyper::header::ACCEPT,
+            "text/plain;version=0.0.4;q=1,application/json;q=0.9,*/*;q=0.1",
+        )
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let req = if to_target {
+        client.for_target(req)
+    } else {
+        req
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
+    kvroute_http::send_bounded(&client.inner, req, MAX_BODY, timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Read a (non-streamed) body, at most [`MAX_BODY`] bytes.

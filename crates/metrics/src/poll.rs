@@ -8,9 +8,9 @@
 use crate::error::MetricsError;
 use crate::scrape::Scrape;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::Uri;
-use kvroute_http::error_chain;
+use kvroute_http::FetchError;
 use std::time::Duration;
 
 /// The HTTP client type [`fetch`] uses (cheap to clone; clones share the
@@ -48,51 +48,45 @@ async fn fetch_uri(
     timeout: Duration,
 ) -> Result<Scrape, MetricsError> {
     let url = uri.to_string();
-    let work = async {
-        let req = hyper::Request::get(uri.clone())
-            // Ask for the classic text format (Python's client would
-            // otherwise answer an OpenMetrics Accept with OpenMetrics).
-            .header(
-                hyper::header::ACCEPT,
-                "text/plain;version=0.0.4;q=1,*/*;q=0.1",
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| MetricsError::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-        let resp = client.request(req).await.map_err(|e| MetricsError::Http {
+    let req = hyper::Request::get(uri.clone())
+        // Ask for the classic text format (Python's client would
+        // otherwise answer an OpenMetrics Accept with OpenMetrics).
+        .header(
+            hyper::header::ACCEPT,
+            "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| MetricsError::InvalidUrl {
             url: url.clone(),
-            reason: error_chain(&e),
+            reason: e.to_string(),
         })?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(MetricsError::HttpStatus {
+    let (status, body) = kvroute_http::send_bounded(client, req, MAX_BODY_BYTES, timeout)
+        .await
+        .map_err(|e| match e {
+            FetchError::Send(reason) => MetricsError::Http {
                 url: url.clone(),
-                status: status.as_u16(),
-            });
-        }
-        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| MetricsError::Body {
+                reason,
+            },
+            FetchError::Body(reason) => MetricsError::Body {
                 url: url.clone(),
-                reason: e.to_string(),
-            })?
-            .to_bytes();
-        let text = std::str::from_utf8(&body).map_err(|e| MetricsError::Body {
-            url: url.clone(),
-            reason: format!("not UTF-8: {e}"),
+                reason,
+            },
+            FetchError::Timeout(after) => MetricsError::Timeout {
+                url: url.clone(),
+                after,
+            },
         })?;
-        Scrape::parse(text)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(MetricsError::Timeout {
+    if !status.is_success() {
+        return Err(MetricsError::HttpStatus {
             url,
-            after: timeout,
-        }),
+            status: status.as_u16(),
+        });
     }
+    let text = std::str::from_utf8(&body).map_err(|e| MetricsError::Body {
+        url: url.clone(),
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    Scrape::parse(text)
 }
 
 fn parse_http_url(url: &str) -> Result<Uri, MetricsError> {
