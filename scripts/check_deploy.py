@@ -148,7 +148,7 @@ def check_schema_knows_router_keys(router, schema):
     out = subprocess.run([router, "--print-config"], capture_output=True, text=True, check=True).stdout
     printed = tomllib.loads(out)
     cfg = schema["properties"]["router"]["properties"]["config"]["properties"]
-    optional = {"model", "admin_token", "admin_listen", "hashing.tokenizer", "hashing.chat_template",
+    optional = {"model", "admin_token", "admin_listen", "ext_proc_listen", "hashing.tokenizer", "hashing.chat_template",
                 "discovery.dns_kv_events", "discovery.file", "proxy.ca_file",
                 "directory.warm_start"}
     chart_owned = {"admin_token", "admin_listen", "access.api_keys"}

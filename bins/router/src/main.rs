@@ -207,6 +207,11 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
 
+    /// Also serve Envoy's ext_proc protocol (gRPC) here, as a Gateway API
+    /// Inference Extension endpoint picker (docs/deploy.md).
+    #[arg(long, value_name = "ADDR")]
+    ext_proc_listen: Option<String>,
+
     /// Add x-kvroute-instance/-cached-tokens/-reason/-policy to responses
     /// (they show engine addresses and what is cached: for benchmarks).
     #[arg(long)]
@@ -320,9 +325,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
-        kvroute_gateway::serve(listener, config, shutdown_signal())
-            .await
-            .context("serving")
+        match config.ext_proc_listen.clone() {
+            Some(addr) => {
+                let grpc = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (ext_proc_listen)"))?;
+                kvroute_epp::serve(listener, grpc, config, shutdown_signal()).await
+            }
+            None => kvroute_gateway::serve(listener, config, shutdown_signal()).await,
+        }
+        .context("serving")
     })
 }
 
@@ -438,6 +450,9 @@ fn build_config(args: &Args) -> anyhow::Result<RouterConfig> {
     set(&mut c.admission.max_queued, args.max_queued);
     if args.admin_listen.is_some() {
         c.admin_listen = args.admin_listen.clone();
+    }
+    if args.ext_proc_listen.is_some() {
+        c.ext_proc_listen = args.ext_proc_listen.clone();
     }
     set(&mut c.health.interval_secs, args.health_interval);
     set(&mut c.health.timeout_secs, args.health_timeout);

@@ -51,6 +51,11 @@ pub struct RouterConfig {
     /// set, the public port no longer answers them, so clients cannot read
     /// the engines' addresses or reach the admin API.
     pub admin_listen: Option<String>,
+    /// `HOST:PORT` of a gRPC listener serving Envoy's external processing
+    /// protocol as a Gateway API Inference Extension endpoint picker (the
+    /// router binary runs it with `kvroute-epp`; the gateway library itself
+    /// does not listen there).
+    pub ext_proc_listen: Option<String>,
     /// How long in-flight requests may run on after shutdown was requested.
     pub shutdown_grace_secs: f64,
 }
@@ -74,6 +79,7 @@ impl Default for RouterConfig {
             model: None,
             admin_token: None,
             admin_listen: None,
+            ext_proc_listen: None,
             shutdown_grace_secs: 30.0,
         }
     }
@@ -655,13 +661,18 @@ impl RouterConfig {
                 ));
             }
         }
-        if let Some(a) = &self.admin_listen {
-            a.parse::<std::net::SocketAddr>().map_err(|_| {
-                invalid(
-                    "admin_listen",
-                    format!("{a:?} is not HOST:PORT (an IP address and a port)"),
-                )
-            })?;
+        for (key, addr) in [
+            ("admin_listen", &self.admin_listen),
+            ("ext_proc_listen", &self.ext_proc_listen),
+        ] {
+            if let Some(a) = addr {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    invalid(
+                        key,
+                        format!("{a:?} is not HOST:PORT (an IP address and a port)"),
+                    )
+                })?;
+            }
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 8 || t.trim() != t {

@@ -89,6 +89,7 @@ pub use crate::encode::{pseudo_tokens, EncoderError, PromptEncoder};
 pub use crate::error::{AddInstanceError, ServeError};
 pub use crate::gateway::{Gateway, UpstreamClient};
 pub use crate::metrics::RouterMetrics;
+pub use crate::pick::{Pick, PickError};
 pub use crate::proxy::{
     Surface, HEADER_CACHED_TOKENS, HEADER_INSTANCE, HEADER_POLICY, HEADER_REASON,
     HEADER_REQUEST_ID, HEADER_SESSION_ID,
@@ -110,6 +111,7 @@ mod gateway;
 mod health;
 mod kv;
 mod metrics;
+mod pick;
 mod poll;
 mod proxy;
 mod request;

@@ -93,6 +93,13 @@ pub enum Surface {
     Admin,
 }
 
+/// An inference request ready to route.
+pub(crate) struct Prepared {
+    pub(crate) route: RouteRequest,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) stream: bool,
+}
+
 /// Request bytes held for one request: released when dropped.
 pub(crate) struct BodyHold {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -248,21 +255,15 @@ impl Gateway {
         Ok((buf.freeze(), BodyHold { _permit: held }))
     }
 
-    async fn inference(
-        self: &Arc<Self>,
+    /// Parse an inference body and turn its prompt into block hashes: the
+    /// routing request, with the client's `x-request-id` (or a new one).
+    pub(crate) async fn prepare(
+        &self,
         kind: ApiKind,
-        req: Request<Incoming>,
-    ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let (parts, body) = req.into_parts();
-        let (bytes, _hold) = match self.read_body(&parts.headers, body).await {
-            Ok(b) => b,
-            Err(e) => return self.refuse(&e),
-        };
-        let parsed = match parse_request(kind, &bytes) {
-            Ok(p) => p,
-            Err(e) => return self.refuse(&e),
-        };
+        headers: &HeaderMap,
+        bytes: &[u8],
+    ) -> Result<Prepared, RequestError> {
+        let parsed = parse_request(kind, bytes)?;
         let stream = parsed.stream;
         let max_tokens = parsed.max_tokens;
         let encoded =
@@ -276,29 +277,64 @@ impl Gateway {
             } else {
                 self.encoder.encode(&parsed.prompt)
             };
-        let (prompt_tokens, block_hashes) = match encoded {
-            Ok(x) => x,
-            Err(e) => return self.refuse(&e),
-        };
+        let (prompt_tokens, block_hashes) = encoded?;
+        Ok(self.route_request(headers, prompt_tokens, block_hashes, max_tokens, stream))
+    }
 
+    /// The routing request for a prompt already turned into block hashes
+    /// (none for a request without a prompt).
+    pub(crate) fn route_request(
+        &self,
+        headers: &HeaderMap,
+        prompt_tokens: u32,
+        block_hashes: Vec<kvroute_core::BlockHash>,
+        expected_output_tokens: Option<u32>,
+        stream: bool,
+    ) -> Prepared {
         let rid = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let request_id = match parts.headers.get(HEADER_REQUEST_ID) {
+        let request_id = match headers.get(HEADER_REQUEST_ID) {
             Some(v) => v.clone(),
             None => HeaderValue::try_from(format!("kvr-{rid:x}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("kvr")),
         };
-        let route_req = RouteRequest {
+        let route = RouteRequest {
             id: RequestId(rid),
-            session: parts
-                .headers
+            session: headers
                 .get(HEADER_SESSION_ID)
                 .map(|v| session_id(v.as_bytes())),
             tokens: Vec::new(),
             block_hashes,
             block_size: u32::try_from(self.encoder.hasher().block_size()).unwrap_or(u32::MAX),
             prompt_tokens,
-            expected_output_tokens: max_tokens,
+            expected_output_tokens,
         };
+        Prepared {
+            route,
+            request_id,
+            stream,
+        }
+    }
+
+    async fn inference(
+        self: &Arc<Self>,
+        kind: ApiKind,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let (bytes, _hold) = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => return self.refuse(&e),
+        };
+        let Prepared {
+            route: route_req,
+            request_id,
+            stream,
+        } = match self.prepare(kind, &parts.headers, &bytes).await {
+            Ok(p) => p,
+            Err(e) => return self.refuse(&e),
+        };
+        let rid = route_req.id.0;
         let mut fwd_headers = Some(forward_headers(&parts.headers, &request_id));
         // The same path (and query, if any) on the engine.
         let path = parts
@@ -487,7 +523,7 @@ impl Gateway {
     /// matched blocks, the policy's terms and its score.
     fn explain(&self, req: &RouteRequest, request_id: &HeaderValue) {
         let every = u64::from(self.config.proxy.explain_every);
-        let sampled = every > 0 && req.id.0 % every == 0;
+        let sampled = every > 0 && req.id.0.is_multiple_of(every);
         let debug = tracing::enabled!(tracing::Level::DEBUG);
         if !sampled && !debug {
             return;

@@ -50,6 +50,15 @@ impl ApiKind {
             ApiKind::ChatCompletions => "/v1/chat/completions",
         }
     }
+
+    /// The endpoint served at `path` (a query is ignored), if any.
+    pub fn from_path(path: &str) -> Option<ApiKind> {
+        match path.split('?').next().unwrap_or_default() {
+            "/v1/completions" => Some(ApiKind::Completions),
+            "/v1/chat/completions" => Some(ApiKind::ChatCompletions),
+            _ => None,
+        }
+    }
 }
 
 /// A request body, reduced to what routing needs.

@@ -58,6 +58,16 @@ impl BaseUrl {
         })
     }
 
+    /// `host:port`, with the scheme's default port when the URL names none
+    /// (how a data plane addresses the instance).
+    pub fn host_port(&self) -> String {
+        match self.authority.port_u16() {
+            Some(_) => self.authority.as_str().to_string(),
+            None if self.scheme == Scheme::HTTPS => format!("{}:443", self.authority.host()),
+            None => format!("{}:80", self.authority.host()),
+        }
+    }
+
     /// The URI of `path_and_query` on this instance.
     pub fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         let pq: PathAndQuery = if self.prefix.is_empty() {

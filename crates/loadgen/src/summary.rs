@@ -215,7 +215,7 @@ mod tests {
             id,
             session: id,
             turn: 0,
-            instance: if id % 2 == 0 { "a" } else { "b" }.into(),
+            instance: if id.is_multiple_of(2) { "a" } else { "b" }.into(),
             status: 200,
             error: String::new(),
             start,
