@@ -86,6 +86,7 @@ CASES = {
                     "env": [{"name": "PYTHONHASHSEED", "value": "0"}]},
         "router": {
             "adminToken": {"existingSecret": "kvroute-admin"},
+            "extProcPort": 9002,
             "config": {
                 "policy": {"name": "cache_affinity"},
                 "hashing": {"seed": "0"},
@@ -151,7 +152,7 @@ def check_schema_knows_router_keys(router, schema):
     optional = {"model", "admin_token", "admin_listen", "ext_proc_listen", "hashing.tokenizer", "hashing.chat_template",
                 "discovery.dns_kv_events", "discovery.file", "proxy.ca_file",
                 "directory.warm_start"}
-    chart_owned = {"admin_token", "admin_listen", "access.api_keys"}
+    chart_owned = {"admin_token", "admin_listen", "ext_proc_listen", "access.api_keys"}
     router_keys = set(optional)
     for k, v in printed.items():
         if isinstance(v, dict):
@@ -558,6 +559,12 @@ def main():
                         fail(f"chart render {case}: {len(cfg.get('instances', []))} instances, wanted {want}")
                     if cfg is not None and over["router"]["adminPort"] and cfg.get("admin_listen") != f"0.0.0.0:{over['router']['adminPort']}":
                         fail(f"chart render {case}: admin_listen {cfg.get('admin_listen')}")
+                    epp = over["router"].get("extProcPort")
+                    if cfg is not None and cfg.get("ext_proc_listen") != (f"0.0.0.0:{epp}" if epp else None):
+                        fail(f"chart render {case}: ext_proc_listen {cfg.get('ext_proc_listen')}, extProcPort {epp}")
+                    svc_ports = {p["name"]: p for x in docs if x["kind"] == "Service" and x["metadata"]["name"].endswith("kvroute") for p in x["spec"]["ports"]}
+                    if bool(epp) != ("grpc-ext-proc" in svc_ports):
+                        fail(f"chart render {case}: extProcPort {epp} but Service ports {sorted(svc_ports)}")
         if renders:
             ok(f"chart rendered with {engine}: {', '.join(renders)}")
 

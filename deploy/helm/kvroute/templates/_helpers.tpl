@@ -88,6 +88,9 @@ router.config.instances.
 {{- if .Values.router.adminPort }}
 admin_listen = {{ printf "0.0.0.0:%d" (int .Values.router.adminPort) | toJson }}
 {{- end }}
+{{- if .Values.router.extProcPort }}
+ext_proc_listen = {{ printf "0.0.0.0:%d" (int .Values.router.extProcPort) | toJson }}
+{{- end }}
 {{- range $table, $body := .Values.router.config }}
 {{- if and (kindIs "map" $body) $body }}
 
