@@ -77,8 +77,13 @@ async fn resolve(name: &str, kv_template: Option<&str>) -> std::io::Result<Vec<I
 }
 
 /// Note a source's outcome: keep the last good result on failure, warn once
-/// per failure streak.
-fn update<E: std::fmt::Display>(s: &mut Source, what: &str, r: Result<Vec<InstanceConfig>, E>) {
+/// per failure streak, count every failure (`kvroute_errors_total{kind="discovery"}`).
+fn update<E: std::fmt::Display>(
+    gw: &Gateway,
+    s: &mut Source,
+    what: &str,
+    r: Result<Vec<InstanceConfig>, E>,
+) {
     match r {
         Ok(found) => {
             if s.failing {
@@ -92,6 +97,7 @@ fn update<E: std::fmt::Display>(s: &mut Source, what: &str, r: Result<Vec<Instan
             s.found = found;
         }
         Err(e) => {
+            gw.metrics.error("discovery");
             if !s.failing {
                 tracing::warn!(source = what, error = %e, kept = s.found.len(), "discovery source failed; keeping what it found last");
             }
@@ -143,7 +149,7 @@ pub(crate) async fn run(gw: Arc<Gateway>, cfg: DiscoveryConfig, mut stop: watch:
     loop {
         for (name, s) in cfg.dns.iter().zip(dns.iter_mut()) {
             let r = resolve(name, cfg.dns_kv_events.as_deref()).await;
-            update(s, name, r);
+            update(&gw, s, name, r);
         }
         if let Some(path) = &cfg.file {
             let what = path.display().to_string();
@@ -154,14 +160,14 @@ pub(crate) async fn run(gw: Arc<Gateway>, cfg: DiscoveryConfig, mut stop: watch:
                     for (line, why) in bad {
                         tracing::warn!(file = %what, line, %why, "instance file: line skipped");
                     }
-                    update(&mut file, &what, Ok::<_, String>(found));
+                    update(&gw, &mut file, &what, Ok::<_, String>(found));
                     last_text = Some(text);
                 }
                 Ok(_) => {
                     let same = std::mem::take(&mut file.found);
-                    update(&mut file, &what, Ok::<_, String>(same));
+                    update(&gw, &mut file, &what, Ok::<_, String>(same));
                 }
-                Err(e) => update(&mut file, &what, Err(e)),
+                Err(e) => update(&gw, &mut file, &what, Err(e)),
             }
         }
         let want: BTreeMap<String, InstanceConfig> = dns

@@ -58,9 +58,14 @@ async fn an_instance_file_is_followed_and_listed_instances_are_kept() {
         r.gw.find(&a.url()).is_none() && healthy(r) == want
     })
     .await;
-    // Unreadable file: what it said last is kept.
+    // Unreadable file: what it said last is kept — checked after two
+    // failed reads, each followed by a reconciliation.
     std::fs::remove_file(&path).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let failed = r.gw.metrics().errors("discovery");
+    r.eventually(5.0, "two failed reads of the vanished file", |r| {
+        r.gw.metrics().errors("discovery") >= failed + 2
+    })
+    .await;
     assert_eq!(
         healthy(&r),
         want,

@@ -185,8 +185,18 @@ async fn failing_health_probes_take_an_instance_out_and_back() {
     // `a` recovers: replace it with a healthy engine on the same port.
     let port = a.addr;
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let listener = tokio::net::TcpListener::bind(port).await.unwrap();
+    // The port is free once the dropped backend's listener has closed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(port).await {
+            Ok(l) => break l,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("port {port} never came free: {e}"),
+        }
+    };
     let _a2 = backend_on(listener, Behavior::default()).await;
     r.eventually(5.0, "a healthy again", |r| {
         state(r, 0) == InstanceState::Healthy

@@ -281,7 +281,15 @@ async fn r5_kv_ports_survive_hostile_frames_and_forged_publishers() {
     crash.extend([0u8; 32]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(&crash).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The router took the greeting: its own greeting, then its READY
+    // command (a command frame, flag 0x04) once it has read ours.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 64];
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting[0], 0xff, "a ZMTP greeting");
+    let mut flag = [0u8; 1];
+    s.read_exact(&mut flag).unwrap();
+    assert_eq!(flag[0] & 0x04, 0x04, "a command frame (READY)");
     let mut big = vec![0x06];
     big.extend((1u64 << 45).to_be_bytes());
     s.write_all(&big).unwrap();
