@@ -43,7 +43,7 @@ pub use crate::hash::{
     BlockHasher, ChainDigest, HashAlgo, UnknownHashAlgo, ZeroBlockSize, VLLM_DEFAULT_SEED,
 };
 pub use crate::ids::{BlockHash, InstanceId, RequestId, SessionId};
-pub use crate::load::InstanceLoad;
+pub use crate::load::{EngineGauges, InstanceLoad};
 pub use crate::policy::{ClusterView, Completion, Outcome, Overlap, PickError, Policy};
 pub use crate::request::RouteRequest;
 pub use crate::rng::{mix64, BuildMix, FastMap, MixHasher, SeededRng};

@@ -9,6 +9,21 @@
 use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 
+/// An engine's own load gauges from one `/metrics` poll
+/// (`vllm:num_requests_running`, `vllm:num_requests_waiting`,
+/// `vllm:kv_cache_usage_perc`, or SGLang's), and when they were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineGauges {
+    /// Requests running (summed over data-parallel engines).
+    pub running: u32,
+    /// Requests waiting (summed over data-parallel engines).
+    pub waiting: u32,
+    /// KV-cache usage `0..=1` (averaged over data-parallel engines).
+    pub kv_usage: f64,
+    /// When they were read (`Nanos::ZERO`: not yet stamped).
+    pub observed_at: Nanos,
+}
+
 /// One instance's load as a policy sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceLoad {
@@ -28,6 +43,25 @@ pub struct InstanceLoad {
 }
 
 impl InstanceLoad {
+    /// Write the engine-reported fields (`running`, `waiting`, `kv_usage`,
+    /// `observed_at`), leaving the router's own counts alone.
+    pub fn set_engine(&mut self, g: EngineGauges) {
+        self.running = g.running;
+        self.waiting = g.waiting;
+        self.kv_usage = g.kv_usage;
+        self.observed_at = g.observed_at;
+    }
+
+    /// The engine-reported fields.
+    pub fn engine(&self) -> EngineGauges {
+        EngineGauges {
+            running: self.running,
+            waiting: self.waiting,
+            kv_usage: self.kv_usage,
+            observed_at: self.observed_at,
+        }
+    }
+
     /// Queue length in requests: the larger of what the engine last reported
     /// (`running + waiting`) and what this router has in flight. The engine's
     /// figure sees other clients; the router's sees requests sent since the

@@ -20,8 +20,7 @@ use crate::gateway::Gateway;
 use crate::upstream::{Engine, FeedFallback, Upstream};
 use kvroute_core::InstanceId;
 use kvroute_directory::Mode;
-use kvroute_metrics::{CacheConfig, EngineGauges as Polled, Scrape};
-use kvroute_routing::EngineGauges;
+use kvroute_metrics::{CacheConfig, EngineReading, Scrape};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -228,17 +227,11 @@ impl FeedCheck {
 
 /// Apply one engine scrape to the dispatcher, directory and mirrors.
 pub(crate) fn apply_scrape(gw: &Gateway, up: &Upstream, scrape: &Scrape) {
-    match Polled::from_scrape(scrape) {
+    match EngineReading::from_scrape(scrape) {
         Ok(g) => {
-            gw.dispatcher.update_gauges(
-                up.id(),
-                EngineGauges {
-                    running: g.running,
-                    waiting: g.waiting,
-                    kv_usage: g.kv_usage,
-                    observed_at: gw.dispatcher.now(),
-                },
-            );
+            let mut gauges = g.gauges;
+            gauges.observed_at = gw.dispatcher.now();
+            gw.dispatcher.update_gauges(up.id(), gauges);
             let to_u64 = |v: f64| {
                 if v.is_finite() && v > 0.0 {
                     v as u64

@@ -31,7 +31,7 @@ use crate::record::{ErrorKind, RequestRecord};
 use crate::report::{InstanceReport, RunInfo, RunReport};
 use crate::request::{send, Ident, Prepared, SendCtx};
 use crate::summary::ClientSummary;
-use kvroute_metrics::{EngineGauges, EngineReport, Scrape};
+use kvroute_metrics::{EngineReading, EngineReport, Scrape};
 use kvroute_workload::Session;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -487,7 +487,8 @@ async fn settle(
     loop {
         let scrapes = http::scrape_all(client, engines, timeout).await;
         let idle = scrapes.iter().all(|s| match s {
-            Ok(s) => EngineGauges::from_scrape(s).map_or(true, |g| g.running + g.waiting == 0),
+            Ok(s) => EngineReading::from_scrape(s)
+                .map_or(true, |r| r.gauges.running + r.gauges.waiting == 0),
             Err(_) => true,
         });
         if idle || Instant::now() >= give_up {

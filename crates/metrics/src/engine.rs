@@ -1,5 +1,5 @@
 //! Which engine is speaking, and what its gauges say: [`EngineKind`],
-//! [`MetricNames`], [`EngineGauges`], [`CacheConfig`].
+//! [`MetricNames`], [`EngineReading`], [`CacheConfig`].
 //!
 //! Metric names per engine (the first name present on a page wins):
 //!
@@ -29,7 +29,7 @@
 
 use crate::error::MetricsError;
 use crate::scrape::Scrape;
-use kvroute_core::{HashAlgo, InstanceLoad, Nanos};
+use kvroute_core::{EngineGauges, HashAlgo, Nanos};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -183,17 +183,15 @@ fn first_gauge(scrape: &Scrape, names: &[&'static str]) -> Option<f64> {
     names.iter().find_map(|n| scrape.gauge(n))
 }
 
-/// An engine's load gauges from one scrape: what a router's load view needs.
+/// What one scrape says about an engine: which engine it is, its load
+/// gauges (the one [`EngineGauges`] definition, unstamped: the caller sets
+/// `observed_at`), and its prefix-cache counters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EngineGauges {
+pub struct EngineReading {
     /// Which engine reported them.
     pub kind: EngineKind,
-    /// Requests running, summed over data-parallel engines.
-    pub running: u32,
-    /// Requests waiting, summed over data-parallel engines.
-    pub waiting: u32,
-    /// KV-cache usage `0..=1`, averaged over data-parallel engines.
-    pub kv_usage: f64,
+    /// Running and waiting requests, KV-cache usage.
+    pub gauges: EngineGauges,
     /// Cumulative prompt tokens looked up in the prefix cache (for a hit
     /// rate between two polls), if exported.
     pub prefix_cache_queries_tokens: Option<f64>,
@@ -201,19 +199,22 @@ pub struct EngineGauges {
     pub prefix_cache_hits_tokens: Option<f64>,
 }
 
-impl EngineGauges {
-    /// Read the gauges of whichever engine produced `scrape`.
+impl EngineReading {
+    /// Read whichever engine produced `scrape`.
     ///
     /// Errors: [`MetricsError::UnknownEngine`] if it is neither vLLM nor
     /// SGLang; [`MetricsError::MissingMetric`] if running, waiting or KV usage
     /// is absent.
-    pub fn from_scrape(scrape: &Scrape) -> Result<EngineGauges, MetricsError> {
+    pub fn from_scrape(scrape: &Scrape) -> Result<EngineReading, MetricsError> {
         let kind = EngineKind::detect(scrape).ok_or(MetricsError::UnknownEngine)?;
-        EngineGauges::from_scrape_as(scrape, kind)
+        EngineReading::from_scrape_as(scrape, kind)
     }
 
-    /// Read the gauges, assuming the page comes from `kind`.
-    pub fn from_scrape_as(scrape: &Scrape, kind: EngineKind) -> Result<EngineGauges, MetricsError> {
+    /// Read the page, assuming it comes from `kind`.
+    pub fn from_scrape_as(
+        scrape: &Scrape,
+        kind: EngineKind,
+    ) -> Result<EngineReading, MetricsError> {
         let names = kind.names();
         let need = |list: &[&'static str], v: Option<f64>| {
             v.ok_or_else(|| MetricsError::MissingMetric {
@@ -226,29 +227,22 @@ impl EngineGauges {
             names.kv_usage,
             names.kv_usage.iter().find_map(|n| scrape.gauge_mean(n)),
         )?;
-        Ok(EngineGauges {
+        Ok(EngineReading {
             kind,
-            running: to_count(running),
-            waiting: to_count(waiting),
-            kv_usage: if kv_usage.is_nan() {
-                0.0
-            } else {
-                kv_usage.clamp(0.0, 1.0)
+            gauges: EngineGauges {
+                running: to_count(running),
+                waiting: to_count(waiting),
+                kv_usage: if kv_usage.is_nan() {
+                    0.0
+                } else {
+                    kv_usage.clamp(0.0, 1.0)
+                },
+                observed_at: Nanos::ZERO,
             },
             prefix_cache_queries_tokens: first_counter(scrape, names.prefix_cache_queries)
                 .map(|x| x.1),
             prefix_cache_hits_tokens: first_counter(scrape, names.prefix_cache_hits).map(|x| x.1),
         })
-    }
-
-    /// Write the engine-reported fields of a policy's [`InstanceLoad`]
-    /// (`running`, `waiting`, `kv_usage`, `observed_at`), leaving the router's
-    /// own counts (`inflight`, `pending_prefill_tokens`) alone.
-    pub fn apply_to(&self, load: &mut InstanceLoad, observed_at: Nanos) {
-        load.running = self.running;
-        load.waiting = self.waiting;
-        load.kv_usage = self.kv_usage;
-        load.observed_at = observed_at;
     }
 }
 
@@ -359,7 +353,7 @@ mod tests {
         );
         assert_eq!(EngineKind::detect(&parse("process_open_fds 1\n")), None);
         assert!(matches!(
-            EngineGauges::from_scrape(&parse("process_open_fds 1\n")),
+            EngineReading::from_scrape(&parse("process_open_fds 1\n")),
             Err(MetricsError::UnknownEngine)
         ));
     }
@@ -372,32 +366,30 @@ mod tests {
              vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\nvllm:kv_cache_usage_perc{engine=\"1\"} 0.3\n\
              # TYPE vllm:prefix_cache_hits_total counter\nvllm:prefix_cache_hits_total 7\n",
         );
-        let g = EngineGauges::from_scrape(&s).unwrap();
-        assert_eq!((g.kind, g.running, g.waiting), (EngineKind::Vllm, 4, 2));
-        assert!((g.kv_usage - 0.4).abs() < 1e-12);
+        let g = EngineReading::from_scrape(&s).unwrap();
+        assert_eq!(
+            (g.kind, g.gauges.running, g.gauges.waiting),
+            (EngineKind::Vllm, 4, 2)
+        );
+        assert!((g.gauges.kv_usage - 0.4).abs() < 1e-12);
         assert_eq!(g.prefix_cache_hits_tokens, Some(7.0));
         assert_eq!(g.prefix_cache_queries_tokens, None);
-        let mut load = InstanceLoad {
-            inflight: 9,
-            ..Default::default()
-        };
-        g.apply_to(&mut load, Nanos(5));
-        assert_eq!(
-            (load.running, load.waiting, load.inflight, load.observed_at),
-            (4, 2, 9, Nanos(5))
-        );
+        assert_eq!(g.gauges.observed_at, Nanos::ZERO, "the caller stamps it");
     }
 
     #[test]
     fn old_vllm_usage_name_is_accepted() {
         let s = parse("vllm:num_requests_running 1\nvllm:num_requests_waiting 0\nvllm:gpu_cache_usage_perc 0.25\n");
-        assert_eq!(EngineGauges::from_scrape(&s).unwrap().kv_usage, 0.25);
+        assert_eq!(
+            EngineReading::from_scrape(&s).unwrap().gauges.kv_usage,
+            0.25
+        );
     }
 
     #[test]
     fn missing_gauge_is_named_in_the_error() {
         let s = parse("vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n");
-        match EngineGauges::from_scrape(&s) {
+        match EngineReading::from_scrape(&s) {
             Err(MetricsError::MissingMetric { name }) => {
                 assert_eq!(
                     name,
@@ -416,9 +408,14 @@ mod tests {
              # TYPE sglang:prompt_tokens_total counter\nsglang:prompt_tokens_total{model_name=\"m\"} 100\n\
              # TYPE sglang:cached_tokens_total counter\nsglang:cached_tokens_total{model_name=\"m\"} 40\n",
         );
-        let g = EngineGauges::from_scrape(&s).unwrap();
+        let g = EngineReading::from_scrape(&s).unwrap();
         assert_eq!(
-            (g.kind, g.running, g.waiting, g.kv_usage),
+            (
+                g.kind,
+                g.gauges.running,
+                g.gauges.waiting,
+                g.gauges.kv_usage
+            ),
             (EngineKind::Sglang, 5, 1, 0.28)
         );
         assert_eq!(

@@ -14,7 +14,7 @@ From a scrape:
 
 * [`EngineKind::detect`] tells vLLM from SGLang, and [`MetricNames`] says
   where each engine publishes each quantity;
-* [`EngineGauges`] is the load a router polls (running, waiting, KV usage),
+* [`EngineReading`] is the load a router polls (running, waiting, KV usage),
   ready to copy into a policy's [`InstanceLoad`](kvroute_core::InstanceLoad);
 * [`CacheConfig`] is vLLM's block size, block count and hash algorithm.
 
@@ -32,7 +32,7 @@ With the `poll` feature, `fetch` GETs one page (Tokio + hyper); without it
 the crate does no I/O and depends on no async runtime.
 
 ```
-use kvroute_metrics::{EngineGauges, EngineReport, Scrape, VllmHistogram, VllmMetrics};
+use kvroute_metrics::{EngineReading, EngineReport, Scrape, VllmHistogram, VllmMetrics};
 
 // A simulated engine after two requests...
 let mut engine = VllmMetrics::new(2048);
@@ -45,7 +45,7 @@ let page = engine.render("tiny");
 // ...read back the way the router reads a real vLLM.
 let after = Scrape::parse(&page)?;
 assert_eq!(after.gauge("vllm:num_requests_running"), Some(3.0));
-let load = EngineGauges::from_scrape(&after)?;
+let load = EngineReading::from_scrape(&after)?.gauges;
 assert_eq!((load.running, load.kv_usage), (3, 0.25));
 
 let ttft = after.histogram(VllmHistogram::TimeToFirstToken.name()).unwrap();
@@ -62,7 +62,7 @@ assert_eq!(report.ttft_seconds.unwrap().count, 2.0);
 
 * `scrape`: [`Scrape`], [`Sample`], [`Labels`] — parsing and aggregation.
 * `histogram`: [`Histogram`] — delta, merge, mean, PromQL quantile.
-* `engine`: [`EngineKind`], [`MetricNames`], [`EngineGauges`], [`CacheConfig`]
+* `engine`: [`EngineKind`], [`MetricNames`], [`EngineReading`], [`CacheConfig`]
   — which engine, which names (vLLM facts checked on a real 0.32 page, SGLang
   names from its `metrics/collector.py`).
 * `report`: [`EngineReport`], [`TimerStats`] — one run's engine timers.
@@ -74,7 +74,8 @@ assert_eq!(report.ttft_seconds.unwrap().count, 2.0);
 #![deny(missing_docs)]
 
 pub use crate::engine::{
-    CacheConfig, EngineGauges, EngineKind, MetricNames, CACHE_CONFIG_INFO, SGLANG_NAMES, VLLM_NAMES,
+    CacheConfig, EngineKind, EngineReading, MetricNames, CACHE_CONFIG_INFO, SGLANG_NAMES,
+    VLLM_NAMES,
 };
 pub use crate::error::MetricsError;
 pub use crate::exposition::{

@@ -3,7 +3,7 @@
 
 use kvroute_core::Nanos;
 use kvroute_metrics::{
-    CacheConfig, EngineGauges, EngineKind, EngineReport, FinishedReason, FinishedRequest, Scrape,
+    CacheConfig, EngineKind, EngineReading, EngineReport, FinishedReason, FinishedRequest, Scrape,
     VllmHistogram, VllmMetrics, CACHE_CONFIG_INFO, VLLM_NAMES,
 };
 
@@ -128,7 +128,7 @@ fn every_metric_the_router_and_loadgen_read_is_present() {
     ] {
         assert!(s.contains(list[0]), "{} missing", list[0]);
     }
-    assert!(EngineGauges::from_scrape(&s).is_ok());
+    assert!(EngineReading::from_scrape(&s).is_ok());
     let c = CacheConfig::from_scrape(&s).unwrap();
     assert_eq!((c.block_size, c.capacity_tokens()), (32, Some(32_000)));
     assert_eq!(
@@ -160,8 +160,11 @@ fn a_simulated_run_reads_back_as_a_report() {
     m.num_requests_running = 2.0;
     m.kv_cache_usage_perc = 0.5;
     let after = Scrape::parse(&m.render("tiny")).unwrap();
-    let g = EngineGauges::from_scrape(&after).unwrap();
-    assert_eq!((g.kind, g.running, g.kv_usage), (EngineKind::Vllm, 2, 0.5));
+    let g = EngineReading::from_scrape(&after).unwrap();
+    assert_eq!(
+        (g.kind, g.gauges.running, g.gauges.kv_usage),
+        (EngineKind::Vllm, 2, 0.5)
+    );
     let r = EngineReport::from_scrapes(&before, &after);
     let ttft = r.ttft_seconds.as_ref().unwrap();
     assert_eq!(ttft.count, 4.0);

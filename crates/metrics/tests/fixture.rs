@@ -3,7 +3,7 @@
 //! read through the public API. Expected values are read off the page by hand.
 
 use kvroute_metrics::{
-    CacheConfig, EngineGauges, EngineKind, EngineReport, Scrape, VllmHistogram, VLLM_NAMES,
+    CacheConfig, EngineKind, EngineReading, EngineReport, Scrape, VllmHistogram, VLLM_NAMES,
 };
 
 const PAGE: &str = include_str!("fixtures/vllm-0.32-metrics.txt");
@@ -33,9 +33,14 @@ fn every_line_is_read() {
 #[test]
 fn gauges_and_cache_config() {
     let s = scrape();
-    let g = EngineGauges::from_scrape(&s).unwrap();
+    let g = EngineReading::from_scrape(&s).unwrap();
     assert_eq!(
-        (g.kind, g.running, g.waiting, g.kv_usage),
+        (
+            g.kind,
+            g.gauges.running,
+            g.gauges.waiting,
+            g.gauges.kv_usage
+        ),
         (EngineKind::Vllm, 0, 0, 0.0)
     );
     assert_eq!(g.prefix_cache_queries_tokens, Some(6000.0));

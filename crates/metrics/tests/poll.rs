@@ -6,7 +6,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kvroute_metrics::{fetch, http_client, EngineGauges, MetricsError};
+use kvroute_metrics::{fetch, http_client, EngineReading, MetricsError};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -72,7 +72,7 @@ async fn fetch_reads_the_page_and_reports_failures() {
 
     let s = fetch(&client, &format!("{base}/metrics"), t).await.unwrap();
     assert_eq!(s.counter("vllm:prefix_cache_hits"), Some(3584.0));
-    assert_eq!(EngineGauges::from_scrape(&s).unwrap().running, 0);
+    assert_eq!(EngineReading::from_scrape(&s).unwrap().gauges.running, 0);
 
     match fetch(&client, &format!("{base}/nope"), t).await {
         Err(MetricsError::HttpStatus { status: 404, .. }) => {}

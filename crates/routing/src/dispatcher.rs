@@ -18,7 +18,8 @@
 //! `PendingRequests` pattern). The live router and the simulator both route
 //! through this type, so their accounting cannot drift apart.
 
-use crate::instance::{EngineGauges, Health, Instance, InstanceState, InstanceTable};
+use crate::instance::{Health, Instance, InstanceState, InstanceTable};
+use kvroute_core::EngineGauges;
 use kvroute_core::{
     BlockHash, CandidateScore, Clock, ClusterView, Completion, Decision, InstanceId, InstanceLoad,
     Nanos, Outcome, Overlap, PickError, Policy, RouteRequest,

@@ -2,7 +2,7 @@
 //! lifecycle state, the engine's last reported gauges, and the router's own
 //! always-fresh counts.
 
-use kvroute_core::{InstanceId, InstanceLoad, Nanos};
+use kvroute_core::{EngineGauges, InstanceId, InstanceLoad, Nanos};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -31,19 +31,6 @@ impl InstanceState {
             InstanceState::Removed => "removed",
         }
     }
-}
-
-/// The engine's own gauges, from its last `/metrics` poll.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct EngineGauges {
-    /// `vllm:num_requests_running`.
-    pub running: u32,
-    /// `vllm:num_requests_waiting`.
-    pub waiting: u32,
-    /// `vllm:kv_cache_usage_perc`, `0..=1`.
-    pub kv_usage: f64,
-    /// When they were read.
-    pub observed_at: Nanos,
 }
 
 /// Per-request totals for one instance (monotonic counters).
@@ -227,15 +214,13 @@ impl<X> Instance<X> {
 
     /// The load a policy sees.
     pub fn load(&self) -> InstanceLoad {
-        let g = self.gauges();
-        InstanceLoad {
-            running: g.running,
-            waiting: g.waiting,
-            kv_usage: g.kv_usage,
+        let mut load = InstanceLoad {
             inflight: self.inflight(),
             pending_prefill_tokens: self.pending_prefill_tokens(),
-            observed_at: g.observed_at,
-        }
+            ..Default::default()
+        };
+        load.set_engine(self.gauges());
+        load
     }
 
     pub(crate) fn begin(&self, prefill_tokens: u64) {

@@ -44,9 +44,8 @@ assert_eq!(d.instance(a).unwrap().inflight() + d.instance(_b).unwrap().inflight(
 #![deny(missing_docs)]
 
 pub use crate::dispatcher::{Dispatcher, InflightGuard, Routed, Transition};
-pub use crate::instance::{
-    EngineGauges, Health, Instance, InstanceCounters, InstanceState, InstanceTable,
-};
+pub use crate::instance::{Health, Instance, InstanceCounters, InstanceState, InstanceTable};
+pub use kvroute_core::EngineGauges;
 
 mod dispatcher;
 mod instance;
