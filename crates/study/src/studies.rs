@@ -419,7 +419,8 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                     mine.first().map_or(0, |r| r.instances),
                     cfg.seeds.len()
                 ),
-                y_label: "capacity ratio to round-robin".into(),
+                y_label: "capacity under the objective ÷ round-robin's".into(),
+                x_label: "workload".into(),
                 categories: mine.iter().map(|r| r.workload.name.clone()).collect(),
                 series,
                 reference: Some(1.0),
@@ -427,40 +428,73 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
             &cfg.stamp,
         )?);
     }
-    // Latency against rate from the probes (first seed), first profile.
+    // Capacity under the objective, seen as p90 TTFT against the offered
+    // rate (the probes, first seed, first profile): small multiples by
+    // policy family, the objective dashed, each policy's capacity marked.
     if let Some(p) = profiles.first() {
         for r in regimes.iter().filter(|r| &r.profile.name == p) {
-            let series = policies
-                .iter()
-                .map(|pol| {
-                    let mut pts: Vec<(f64, f64)> = probes
-                        .iter()
-                        .filter(|x| {
-                            x.profile == r.profile.name
-                                && x.workload == r.workload.name
-                                && x.instances == r.instances
-                                && x.policy == *pol
-                                && x.seed == seed0
-                        })
+            let series_of = |pol: &str| {
+                let mut rows: Vec<&SimRow> = probes
+                    .iter()
+                    .filter(|x| {
+                        x.profile == r.profile.name
+                            && x.workload == r.workload.name
+                            && x.instances == r.instances
+                            && x.policy == pol
+                            && x.seed == seed0
+                    })
+                    .collect();
+                rows.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+                let mut s = Series::new(
+                    pol,
+                    rows.iter()
                         .map(|x| (x.rate * r.turns_per_session, x.ttft_p90))
-                        .collect();
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series::new(*pol, pts)
-                })
-                .collect();
-            files.extend(plot::line_chart(
+                        .collect(),
+                );
+                s.missed = rows.iter().map(|x| !x.meets_slo || x.failed > 0).collect();
+                s.knee = cap_rows
+                    .iter()
+                    .find(|c| {
+                        c.profile == r.profile.name
+                            && c.workload == r.workload.name
+                            && c.instances == r.instances
+                            && c.policy == pol
+                            && c.seed == seed0
+                            && !c.capped
+                    })
+                    .and_then(|c| knee(&s.points, c.requests_per_s));
+                s
+            };
+            let panel = |title: &str, family: &[&str]| LineChart {
+                title: title.into(),
+                x_label: "offered requests per second".into(),
+                y_label: "p90 time to first token (s)".into(),
+                log_x: true,
+                log_y: true,
+                series: family
+                    .iter()
+                    .filter(|pol| policies.contains(pol))
+                    .map(|pol| series_of(pol))
+                    .collect(),
+                refs: vec![plot::RefLine {
+                    y: r.slo.ttft_secs,
+                    label: format!("TTFT objective {} s", plot_secs(r.slo.ttft_secs)),
+                }],
+                x_ticks: Vec::new(),
+            };
+            files.extend(plot::line_panels(
                 &plots.join(format!("latency_{}_{}", file_safe(p), r.workload.name)),
-                &LineChart {
+                &plot::Panels {
                     title: format!(
-                        "{} — p90 TTFT vs request rate (SLO {:.2} s; capacity probes, seed {seed0})",
-                        r.label(),
-                        r.slo.ttft_secs
+                        "{} — p90 TTFT against offered load (capacity probes, seed {seed0}; \
+                         the capacity is the highest rate meeting the objective)",
+                        r.label()
                     ),
-                    x_label: "requests per second".into(),
-                    y_label: "p90 TTFT (s)".into(),
-                    log_x: true,
-                    log_y: true,
-                    series,
+                    panels: vec![
+                        panel("load-only", &LOAD_ONLY),
+                        panel("kvroute cache-aware", &CACHE_AWARE),
+                        panel("rows to beat (published designs)", &ROWS_TO_BEAT),
+                    ],
                 },
                 &cfg.stamp,
             )?);
@@ -587,11 +621,13 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                     r.label(),
                     cfg.seeds.len()
                 ),
-                x_label: "α (cache weight)".into(),
-                y_label: "β (load weight)".into(),
+                x_label: "α (weight of the prompt's cached share)".into(),
+                y_label: "β (weight of load)".into(),
                 xs: alphas.clone(),
                 ys: betas.clone(),
                 values,
+                value_label: "p90 TTFT ÷ objective".into(),
+                threshold: Some(1.0),
             },
             &cfg.stamp,
         )?);
@@ -659,18 +695,22 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                 .map(|p| {
                     let mut s = Series::new(*p, Vec::new());
                     for &i in &intervals {
-                        let sp = Spread::of(
-                            s3.iter()
-                                .filter(|x| {
-                                    x.study == study
-                                        && x.workload == r.workload.name
-                                        && x.policy == *p
-                                        && xget(x) == i
-                                })
-                                .map(|x| x.ttft_p90),
-                        );
+                        let rows = || {
+                            s3.iter().filter(|x| {
+                                x.study == study
+                                    && x.workload == r.workload.name
+                                    && x.policy == *p
+                                    && xget(x) == i
+                            })
+                        };
+                        let sp = Spread::of(rows().map(|x| x.ttft_p90));
                         s.points.push((i, sp.median));
                         s.ranges.push((i, sp.lo, sp.hi));
+                        // Hollow where most seeds missed the objective.
+                        let (n, missed) = rows().fold((0, 0), |(n, m), x| {
+                            (n + 1, m + usize::from(!x.meets_slo || x.failed > 0))
+                        });
+                        s.missed.push(2 * missed > n);
                     }
                     s
                 })
@@ -683,10 +723,15 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                         r.label()
                     ),
                     x_label: xname.into(),
-                    y_label: "p90 TTFT (s)".into(),
+                    y_label: "p90 time to first token (s)".into(),
                     log_x: false,
                     log_y: false,
                     series,
+                    refs: vec![plot::RefLine {
+                        y: r.slo.ttft_secs,
+                        label: format!("TTFT objective {} s", plot_secs(r.slo.ttft_secs)),
+                    }],
+                    x_ticks: intervals.clone(),
                 },
                 &cfg.stamp,
             )?);
@@ -775,11 +820,18 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         let series = gains
             .iter()
             .map(|(w, pts)| Series {
-                label: format!("{w}: best load-only ÷ best kvroute cache-aware p90 TTFT"),
+                label: w.to_string(),
                 points: pts.iter().map(|(n, s)| (*n, s.median)).collect(),
                 ranges: pts.iter().map(|(n, s)| (*n, s.lo, s.hi)).collect(),
+                ..Default::default()
             })
             .collect();
+        let mut measured: Vec<f64> = gains
+            .iter()
+            .flat_map(|(_, pts)| pts.iter().map(|(n, _)| *n))
+            .collect();
+        measured.sort_by(f64::total_cmp);
+        measured.dedup();
         files.extend(plot::line_chart(
             &plots.join("scale_gain"),
             &LineChart {
@@ -788,11 +840,16 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
                     p.name,
                     scale_load * 100.0
                 ),
-                x_label: "instances".into(),
-                y_label: "p90 TTFT ratio (load-only ÷ cache-aware)".into(),
+                x_label: "instances (log scale)".into(),
+                y_label: "gain: p90 TTFT, best load-only ÷ best cache-aware".into(),
                 log_x: true,
                 log_y: false,
                 series,
+                refs: vec![plot::RefLine {
+                    y: 1.0,
+                    label: "gain 1: no difference".into(),
+                }],
+                x_ticks: measured,
             },
             &cfg.stamp,
         )?);
@@ -860,6 +917,32 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     })
 }
 
+/// Seconds for a legend: `0.5`, `2`, `1.25`.
+fn plot_secs(v: f64) -> String {
+    let t = format!("{v:.2}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Where a latency curve (sorted by rate) stands at the capacity `rate`:
+/// interpolated on log–log axes between the probes around it.
+fn knee(points: &[(f64, f64)], rate: f64) -> Option<(f64, f64)> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return None;
+    }
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
+        .collect();
+    let i = pts.iter().position(|p| p.0 >= rate)?;
+    if i == 0 || (pts[i].0 - rate).abs() <= 1e-12 * rate {
+        return Some((rate, pts[i].1));
+    }
+    let (a, b) = (pts[i - 1], pts[i]);
+    let t = (rate.ln() - a.0.ln()) / (b.0.ln() - a.0.ln());
+    Some((rate, (a.1.ln() + t * (b.1.ln() - a.1.ln())).exp()))
+}
+
 /// A name usable in a file name.
 fn file_safe(s: &str) -> String {
     s.chars()
@@ -871,4 +954,21 @@ fn file_safe(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod figure_tests {
+    use super::knee;
+
+    #[test]
+    fn the_knee_is_interpolated_on_log_axes() {
+        let pts = [(1.0, 0.1), (4.0, 1.6)];
+        let (x, y) = knee(&pts, 2.0).unwrap();
+        assert_eq!(x, 2.0);
+        // Halfway in log rate is halfway in log latency: √(0.1 × 1.6) = 0.4.
+        assert!((y - 0.4).abs() < 1e-12, "{y}");
+        assert_eq!(knee(&pts, 4.0), Some((4.0, 1.6)));
+        assert_eq!(knee(&pts, 8.0), None, "beyond the probes");
+        assert_eq!(knee(&pts, f64::INFINITY), None);
+    }
 }
