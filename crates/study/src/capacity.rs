@@ -19,7 +19,7 @@
 use crate::regime::Regime;
 use crate::sims::{self, Job, SimRow};
 use crate::StudyError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Relative width of the final bracket.
 pub const TOLERANCE: f64 = 0.05;
@@ -27,7 +27,7 @@ pub const TOLERANCE: f64 = 0.05;
 const MAX_STEPS: usize = 12;
 
 /// One capacity search's outcome (a CSV row).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityRow {
     /// Engine profile.
     pub profile: String,

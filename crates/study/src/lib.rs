@@ -25,6 +25,7 @@ difference counts as beyond the noise.
 #![deny(missing_docs)]
 
 pub mod capacity;
+pub mod figures;
 pub mod plot;
 pub mod regime;
 mod report;

@@ -282,7 +282,7 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
         self.fill(&WHITE).map_err(s)?;
         let (main, foot) = self.split_vertically(self.dim_in_pixel().1 - 22);
         draw_stamp(&foot, stamp)?;
-        draw_panel(&main, c, 17)
+        draw_panel(&main, c, 15)
     }
 
     fn draw_panels(&self, p: &Panels, stamp: &Stamp) -> Result<(), String> {
@@ -448,7 +448,7 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
         let (main, foot) = self.split_vertically(self.dim_in_pixel().1 - 22);
         draw_stamp(&foot, stamp)?;
         let w = main.dim_in_pixel().0;
-        let (grid, bar) = main.split_horizontally(w - 120);
+        let (grid, bar) = main.split_horizontally(w - 150);
         let (nx, ny) = (h.xs.len().max(1), h.ys.len().max(1));
         let vals = h.values.iter().flatten().copied().filter(|v| v.is_finite());
         let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -461,8 +461,18 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
         } else {
             (0.0, 1.0)
         };
+        // Colours on a log scale for ratios spanning a decade or more, so a
+        // few outliers do not paint every other cell the same.
+        let log = h.log_scale && lo > 0.0;
+        let scale = |v: f64| {
+            if log {
+                (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (v - lo) / (hi - lo)
+            }
+        };
         let mut chart = ChartBuilder::on(&grid)
-            .caption(&h.title, ("sans-serif", 16))
+            .caption(&h.title, ("sans-serif", 14))
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(56)
@@ -494,7 +504,7 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
                     (SegmentValue::Exact(i + 1), SegmentValue::Exact(j + 1)),
                 ];
                 let color = if v.is_finite() {
-                    viridis((v - lo) / (hi - lo))
+                    viridis(scale(v))
                 } else {
                     RGBColor(220, 220, 220)
                 };
@@ -538,37 +548,59 @@ impl<DB: DrawingBackend> Canvas for DrawingArea<DB, Shift> {
             }
         }
         // The colour bar: low at the bottom, the threshold marked.
-        let mut cb = ChartBuilder::on(&bar)
-            .margin_top(52)
-            .margin_bottom(56)
-            .margin_right(50)
-            .y_label_area_size(0)
-            .right_y_label_area_size(46)
-            .build_cartesian_2d(0.0..1.0, lo..hi)
-            .map_err(|e| e.to_string())?;
-        cb.configure_mesh()
-            .disable_mesh()
-            .disable_x_axis()
-            .y_labels(6)
-            .y_label_formatter(&|v| tick(*v))
-            .label_style(("sans-serif", 12))
-            .draw()
-            .map_err(|e| e.to_string())?;
         let steps = 64;
-        cb.draw_series((0..steps).map(|k| {
-            let (a, b) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
-            Rectangle::new(
-                [(0.0, lo + a * (hi - lo)), (1.0, lo + b * (hi - lo))],
-                viridis((a + b) / 2.0).filled(),
-            )
-        }))
-        .map_err(|e| e.to_string())?;
-        if let Some(t) = h.threshold.filter(|t| *t > lo && *t < hi) {
-            cb.draw_series(std::iter::once(PathElement::new(
-                vec![(0.0, t), (1.0, t)],
-                WHITE.stroke_width(3),
-            )))
-            .map_err(|e| e.to_string())?;
+        macro_rules! colour_bar {
+            ($cb:expr) => {{
+                let mut cb = $cb;
+                cb.configure_mesh()
+                    .disable_mesh()
+                    .disable_x_axis()
+                    .y_label_formatter(&|v| tick(*v))
+                    .label_style(("sans-serif", 12))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+                let at = |t: f64| {
+                    if log {
+                        (lo.ln() + t * (hi.ln() - lo.ln())).exp()
+                    } else {
+                        lo + t * (hi - lo)
+                    }
+                };
+                cb.draw_series((0..steps).map(|k| {
+                    let (a, b) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
+                    Rectangle::new(
+                        [(0.0, at(a)), (1.0, at(b))],
+                        viridis((a + b) / 2.0).filled(),
+                    )
+                }))
+                .map_err(|e| e.to_string())?;
+                if let Some(t) = h.threshold.filter(|t| *t > lo && *t < hi) {
+                    cb.draw_series(std::iter::once(PathElement::new(
+                        vec![(0.0, t), (1.0, t)],
+                        WHITE.stroke_width(3),
+                    )))
+                    .map_err(|e| e.to_string())?;
+                }
+            }};
+        }
+        let mut cbb = ChartBuilder::on(&bar);
+        cbb.margin_top(52)
+            .margin_bottom(56)
+            .margin_left(10)
+            .margin_right(8)
+            .y_label_area_size(0)
+            .right_y_label_area_size(56);
+        if log {
+            colour_bar!(cbb
+                .build_cartesian_2d(
+                    0.0..1.0,
+                    (lo..hi).log_scale().with_key_points(log_ticks(lo, hi))
+                )
+                .map_err(|e| e.to_string())?);
+        } else {
+            colour_bar!(cbb
+                .build_cartesian_2d(0.0..1.0, lo..hi)
+                .map_err(|e| e.to_string())?);
         }
         bar.draw_text(
             &h.value_label,
@@ -784,7 +816,7 @@ fn draw_legend<DB: DrawingBackend>(
     if c.series.iter().any(|s| s.missed.iter().any(|m| *m)) {
         area.draw(&Circle::new((18, y), 4, grey.stroke_width(2)))
             .map_err(e)?;
-        area.draw_text("hollow: objective missed", &font, (36, y - 7))
+        area.draw_text("hollow: run missed its SLO", &font, (36, y - 7))
             .map_err(e)?;
         y += row;
     }
@@ -835,8 +867,10 @@ pub struct Heatmap {
     pub values: Vec<Vec<f64>>,
     /// What the colours mean (above the colour bar).
     pub value_label: String,
-    /// Cells above this are outlined in white (e.g. 1: the objective missed).
+    /// Cells above this are outlined (e.g. 1: the objective missed).
     pub threshold: Option<f64>,
+    /// Colours on a log scale (for positive ratios spanning a decade).
+    pub log_scale: bool,
 }
 
 /// Draw a heat map to `stem.{svg,png}`.
@@ -992,6 +1026,7 @@ mod tests {
                     values: vec![vec![0.4, 0.8, 1.2], vec![0.5, f64::NAN, 0.9]],
                     value_label: "p90 TTFT ÷ objective".into(),
                     threshold: Some(1.0),
+                    log_scale: true,
                 },
                 &stamp(),
             )

@@ -59,7 +59,7 @@ pub struct WeightsSummary {
     pub vs_cache: (Spread, Diff),
 }
 
-fn weights_of(policy: &str) -> Option<(f64, f64, f64)> {
+pub(crate) fn weights_of(policy: &str) -> Option<(f64, f64, f64)> {
     let p = policy.strip_prefix("weighted:")?;
     let (mut a, mut b, mut g) = (None, None, None);
     for kv in p.split(',') {
@@ -87,11 +87,16 @@ fn in_regime(r: &SimRow, g: &Regime) -> bool {
 }
 
 /// Summarise the weights grid of each regime.
-pub fn weights_summary(rows: &[SimRow], regimes: &[Arc<Regime>]) -> Vec<WeightsSummary> {
+pub fn weights_summary(
+    rows: &[SimRow],
+    regimes: &[crate::figures::RegimeKey],
+) -> Vec<WeightsSummary> {
     let mut out = Vec::new();
     for g in regimes {
         let mut by: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
-        for r in rows.iter().filter(|r| in_regime(r, g)) {
+        for r in rows.iter().filter(|r| {
+            r.profile == g.profile && r.workload == g.workload && r.instances == g.instances
+        }) {
             by.entry(r.policy.clone())
                 .or_default()
                 .push((r.seed, r.ttft_p90));

@@ -14,11 +14,11 @@ use kvroute_policy::PolicyConfig;
 use kvroute_sim::{Cluster, ClusterConfig};
 use kvroute_workload::{Session, Turn};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// One simulated run's identity and outcome (a CSV row).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimRow {
     /// Which study.
     pub study: String,

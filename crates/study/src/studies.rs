@@ -16,7 +16,8 @@
 //!    peer routers at 2 and 8 instances, on the prefix-heavy workloads.
 
 use crate::capacity::{self, CapacityRow};
-use crate::plot::{self, BarChart, BarSeries, Heatmap, LineChart, Series, Stamp};
+use crate::figures::{self, RegimeKey};
+use crate::plot::Stamp;
 use crate::regime::Regime;
 use crate::report::Report;
 use crate::sims::{self, Job, SimRow};
@@ -387,119 +388,31 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let caps = by_regime(&cap_rows);
     let no_caps = Capacities::default();
 
-    // Figures: capacity relative to round-robin, per profile.
-    let mut profiles: Vec<String> = regimes.iter().map(|r| r.profile.name.clone()).collect();
-    profiles.dedup();
-    for p in &profiles {
-        let mine: Vec<&Arc<Regime>> = regimes.iter().filter(|r| &r.profile.name == p).collect();
-        let series = policies
-            .iter()
-            .filter(|x| **x != "round_robin")
-            .map(|pol| BarSeries {
-                label: pol.to_string(),
-                values: mine
-                    .iter()
-                    .map(|r| {
-                        let c = caps.get(&r.label()).unwrap_or(&no_caps);
-                        let (s, _) = crate::spread::compare(
-                            c.get(*pol).map_or(&[][..], |v| v),
-                            c.get("round_robin").map_or(&[][..], |v| v),
-                            capacity::TOLERANCE,
-                        );
-                        (s.median, s.lo, s.hi)
-                    })
-                    .collect(),
-            })
-            .collect();
-        files.extend(plot::bar_chart(
-            &plots.join(format!("capacity_{}", file_safe(p))),
-            &BarChart {
-                title: format!(
-                    "{p}, {} instances: capacity under SLO ÷ round-robin's (median, range over {} seeds)",
-                    mine.first().map_or(0, |r| r.instances),
-                    cfg.seeds.len()
-                ),
-                y_label: "capacity under the objective ÷ round-robin's".into(),
-                x_label: "workload".into(),
-                categories: mine.iter().map(|r| r.workload.name.clone()).collect(),
-                series,
-                reference: Some(1.0),
-            },
-            &cfg.stamp,
-        )?);
-    }
-    // Capacity under the objective, seen as p90 TTFT against the offered
-    // rate (the probes, first seed, first profile): small multiples by
-    // policy family, the objective dashed, each policy's capacity marked.
-    if let Some(p) = profiles.first() {
-        for r in regimes.iter().filter(|r| &r.profile.name == p) {
-            let series_of = |pol: &str| {
-                let mut rows: Vec<&SimRow> = probes
-                    .iter()
-                    .filter(|x| {
-                        x.profile == r.profile.name
-                            && x.workload == r.workload.name
-                            && x.instances == r.instances
-                            && x.policy == pol
-                            && x.seed == seed0
-                    })
-                    .collect();
-                rows.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-                let mut s = Series::new(
-                    pol,
-                    rows.iter()
-                        .map(|x| (x.rate * r.turns_per_session, x.ttft_p90))
-                        .collect(),
-                );
-                s.missed = rows.iter().map(|x| !x.meets_slo || x.failed > 0).collect();
-                s.knee = cap_rows
-                    .iter()
-                    .find(|c| {
-                        c.profile == r.profile.name
-                            && c.workload == r.workload.name
-                            && c.instances == r.instances
-                            && c.policy == pol
-                            && c.seed == seed0
-                            && !c.capped
-                    })
-                    .and_then(|c| knee(&s.points, c.requests_per_s));
-                s
-            };
-            let panel = |title: &str, family: &[&str]| LineChart {
-                title: title.into(),
-                x_label: "offered requests per second".into(),
-                y_label: "p90 time to first token (s)".into(),
-                log_x: true,
-                log_y: true,
-                series: family
-                    .iter()
-                    .filter(|pol| policies.contains(pol))
-                    .map(|pol| series_of(pol))
-                    .collect(),
-                refs: vec![plot::RefLine {
-                    y: r.slo.ttft_secs,
-                    label: format!("TTFT objective {} s", plot_secs(r.slo.ttft_secs)),
-                }],
-                x_ticks: Vec::new(),
-            };
-            files.extend(plot::line_panels(
-                &plots.join(format!("latency_{}_{}", file_safe(p), r.workload.name)),
-                &plot::Panels {
-                    title: format!(
-                        "{} — p90 TTFT against offered load (capacity probes, seed {seed0}; \
-                         the capacity is the highest rate meeting the objective)",
-                        r.label()
-                    ),
-                    panels: vec![
-                        panel("load-only", &LOAD_ONLY),
-                        panel("kvroute cache-aware", &CACHE_AWARE),
-                        panel("rows to beat (published designs)", &ROWS_TO_BEAT),
-                    ],
-                },
-                &cfg.stamp,
-            )?);
-        }
-    }
+    // Figures: capacity relative to round-robin per profile; latency
+    // against offered load for the first profile.
+    let keys: Vec<RegimeKey> = regimes.iter().map(|r| RegimeKey::from(&**r)).collect();
+    files.extend(figures::capacity_bars(
+        &plots,
+        &keys,
+        &policies,
+        &cap_rows,
+        cfg.seeds.len(),
+        &cfg.stamp,
+    )?);
+    let first_profile: Vec<RegimeKey> = keys
+        .iter()
+        .filter(|k| Some(&k.profile) == keys.first().map(|f| &f.profile))
+        .cloned()
+        .collect();
+    files.extend(figures::latency_panels(
+        &plots,
+        &first_profile,
+        &policies,
+        &probes,
+        &cap_rows,
+        seed0,
+        &cfg.stamp,
+    )?);
 
     // 1b. Fixed loads: ½ and 1 × round-robin's median capacity.
     let loads = [0.5, 1.0];
@@ -586,52 +499,15 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let path = cfg.out_dir.join("study2_weights.csv");
     write_csv(&path, &s2)?;
     files.push(path);
-    let weights = crate::report::weights_summary(&s2, &focus);
-    for r in &focus {
-        let Some(best) = weights.iter().find(|w| w.regime == r.label()) else {
-            continue;
-        };
-        let g = best.best.2;
-        let values = betas
-            .iter()
-            .map(|&b| {
-                alphas
-                    .iter()
-                    .map(|&a| {
-                        let name = format!("weighted:alpha={a},beta={b},gamma={g}");
-                        Spread::of(
-                            s2.iter()
-                                .filter(|x| {
-                                    x.workload == r.workload.name
-                                        && x.profile == r.profile.name
-                                        && x.policy == name
-                                })
-                                .map(|x| x.ttft_p90 / x.slo_ttft),
-                        )
-                        .median
-                    })
-                    .collect()
-            })
-            .collect();
-        files.extend(plot::heatmap(
-            &plots.join(format!("weights_{}", r.workload.name)),
-            &Heatmap {
-                title: format!(
-                    "{} — p90 TTFT ÷ SLO at weighted's capacity, γ = {g} (median of {} seeds)",
-                    r.label(),
-                    cfg.seeds.len()
-                ),
-                x_label: "α (weight of the prompt's cached share)".into(),
-                y_label: "β (weight of load)".into(),
-                xs: alphas.clone(),
-                ys: betas.clone(),
-                values,
-                value_label: "p90 TTFT ÷ objective".into(),
-                threshold: Some(1.0),
-            },
-            &cfg.stamp,
-        )?);
-    }
+    let focus_keys: Vec<RegimeKey> = focus.iter().map(|r| RegimeKey::from(&**r)).collect();
+    let weights = crate::report::weights_summary(&s2, &focus_keys);
+    files.extend(figures::weights_heatmaps(
+        &plots,
+        &focus_keys,
+        &s2,
+        cfg.seeds.len(),
+        &cfg.stamp,
+    )?);
     rep.weights = weights;
     rep.weights_rows = s2;
 
@@ -675,68 +551,12 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     let path = cfg.out_dir.join("study3_staleness.csv");
     write_csv(&path, &s3)?;
     files.push(path);
-    for r in &focus {
-        for (study, list, xget, xname) in [
-            (
-                "staleness_sync",
-                &sync_policies[..],
-                (|x: &SimRow| x.sync_secs) as fn(&SimRow) -> f64,
-                "directory sync interval (s)",
-            ),
-            (
-                "staleness_metrics",
-                &poll_policies[..],
-                |x| x.metrics_secs,
-                "metrics poll interval (s)",
-            ),
-        ] {
-            let series = list
-                .iter()
-                .map(|p| {
-                    let mut s = Series::new(*p, Vec::new());
-                    for &i in &intervals {
-                        let rows = || {
-                            s3.iter().filter(|x| {
-                                x.study == study
-                                    && x.workload == r.workload.name
-                                    && x.policy == *p
-                                    && xget(x) == i
-                            })
-                        };
-                        let sp = Spread::of(rows().map(|x| x.ttft_p90));
-                        s.points.push((i, sp.median));
-                        s.ranges.push((i, sp.lo, sp.hi));
-                        // Hollow where most seeds missed the objective.
-                        let (n, missed) = rows().fold((0, 0), |(n, m), x| {
-                            (n + 1, m + usize::from(!x.meets_slo || x.failed > 0))
-                        });
-                        s.missed.push(2 * missed > n);
-                    }
-                    s
-                })
-                .collect();
-            files.extend(plot::line_chart(
-                &plots.join(format!("{study}_{}", r.workload.name)),
-                &LineChart {
-                    title: format!(
-                        "{} — p90 TTFT vs {xname} (80 % of each policy's capacity)",
-                        r.label()
-                    ),
-                    x_label: xname.into(),
-                    y_label: "p90 time to first token (s)".into(),
-                    log_x: false,
-                    log_y: false,
-                    series,
-                    refs: vec![plot::RefLine {
-                        y: r.slo.ttft_secs,
-                        label: format!("TTFT objective {} s", plot_secs(r.slo.ttft_secs)),
-                    }],
-                    x_ticks: intervals.clone(),
-                },
-                &cfg.stamp,
-            )?);
-        }
-    }
+    files.extend(figures::staleness_lines(
+        &plots,
+        &focus_keys,
+        &s3,
+        &cfg.stamp,
+    )?);
     rep.staleness = s3;
 
     // 4. Scale.
@@ -817,42 +637,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         write_csv(&path, &s4)?;
         files.push(path);
         let gains = crate::report::scale_gains(&s4);
-        let series = gains
-            .iter()
-            .map(|(w, pts)| Series {
-                label: w.to_string(),
-                points: pts.iter().map(|(n, s)| (*n, s.median)).collect(),
-                ranges: pts.iter().map(|(n, s)| (*n, s.lo, s.hi)).collect(),
-                ..Default::default()
-            })
-            .collect();
-        let mut measured: Vec<f64> = gains
-            .iter()
-            .flat_map(|(_, pts)| pts.iter().map(|(n, _)| *n))
-            .collect();
-        measured.sort_by(f64::total_cmp);
-        measured.dedup();
-        files.extend(plot::line_chart(
-            &plots.join("scale_gain"),
-            &LineChart {
-                title: format!(
-                    "{} — gain of cache-aware routing vs instances ({:.0} % of round-robin's capacity)",
-                    p.name,
-                    scale_load * 100.0
-                ),
-                x_label: "instances (log scale)".into(),
-                y_label: "gain: p90 TTFT, best load-only ÷ best cache-aware".into(),
-                log_x: true,
-                log_y: false,
-                series,
-                refs: vec![plot::RefLine {
-                    y: 1.0,
-                    label: "gain 1: no difference".into(),
-                }],
-                x_ticks: measured,
-            },
-            &cfg.stamp,
-        )?);
+        files.extend(figures::scale_gain(&plots, &p.name, &s4, &cfg.stamp)?);
         rep.scale = s4;
         rep.scale_base = base;
         rep.scale_gains = gains;
@@ -917,34 +702,8 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     })
 }
 
-/// Seconds for a legend: `0.5`, `2`, `1.25`.
-fn plot_secs(v: f64) -> String {
-    let t = format!("{v:.2}");
-    t.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// Where a latency curve (sorted by rate) stands at the capacity `rate`:
-/// interpolated on log–log axes between the probes around it.
-fn knee(points: &[(f64, f64)], rate: f64) -> Option<(f64, f64)> {
-    if !(rate.is_finite() && rate > 0.0) {
-        return None;
-    }
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
-        .collect();
-    let i = pts.iter().position(|p| p.0 >= rate)?;
-    if i == 0 || (pts[i].0 - rate).abs() <= 1e-12 * rate {
-        return Some((rate, pts[i].1));
-    }
-    let (a, b) = (pts[i - 1], pts[i]);
-    let t = (rate.ln() - a.0.ln()) / (b.0.ln() - a.0.ln());
-    Some((rate, (a.1.ln() + t * (b.1.ln() - a.1.ln())).exp()))
-}
-
 /// A name usable in a file name.
-fn file_safe(s: &str) -> String {
+pub(crate) fn file_safe(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
@@ -954,21 +713,4 @@ fn file_safe(s: &str) -> String {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod figure_tests {
-    use super::knee;
-
-    #[test]
-    fn the_knee_is_interpolated_on_log_axes() {
-        let pts = [(1.0, 0.1), (4.0, 1.6)];
-        let (x, y) = knee(&pts, 2.0).unwrap();
-        assert_eq!(x, 2.0);
-        // Halfway in log rate is halfway in log latency: √(0.1 × 1.6) = 0.4.
-        assert!((y - 0.4).abs() < 1e-12, "{y}");
-        assert_eq!(knee(&pts, 4.0), Some((4.0, 1.6)));
-        assert_eq!(knee(&pts, 8.0), None, "beyond the probes");
-        assert_eq!(knee(&pts, f64::INFINITY), None);
-    }
 }
