@@ -27,7 +27,7 @@ pub const TOLERANCE: f64 = 0.05;
 const MAX_STEPS: usize = 12;
 
 /// One capacity search's outcome (a CSV row).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CapacityRow {
     /// Engine profile.
     pub profile: String,

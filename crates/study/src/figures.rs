@@ -534,7 +534,118 @@ pub fn render_from(dir: &Path, stamp: &Stamp) -> Result<Vec<PathBuf>, StudyError
 
 #[cfg(test)]
 mod tests {
-    use super::knee;
+    use super::*;
+    use crate::studies::write_csv;
+
+    fn sim(study: &str, workload: &str, policy: &str, seed: u64) -> SimRow {
+        SimRow {
+            study: study.into(),
+            profile: "p@128k".into(),
+            workload: workload.into(),
+            policy: policy.into(),
+            instances: 8,
+            seed,
+            load: 0.8,
+            slo_ttft: 2.0,
+            ttft_p90: 1.0 + seed as f64 * 0.1,
+            meets_slo: true,
+            ..Default::default()
+        }
+    }
+
+    /// A finished run's CSVs, written as a run writes them, drawn again:
+    /// every figure kind, named as the run names them.
+    #[test]
+    fn figures_are_redrawn_from_a_runs_csvs() {
+        let dir = std::env::temp_dir().join(format!("kvroute-figures-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut cap, mut probes, mut weights, mut stale, mut scale) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for w in ["gsp", "rag"] {
+            for pol in ["round_robin", "cache_affinity"] {
+                for seed in [0, 1] {
+                    cap.push(CapacityRow {
+                        profile: "p@128k".into(),
+                        workload: w.into(),
+                        instances: 8,
+                        policy: pol.into(),
+                        seed,
+                        sessions_per_s: 2.0,
+                        requests_per_s: 8.0,
+                        missed_at: 3.0,
+                        ..Default::default()
+                    });
+                    for (k, rate) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+                        let mut r = sim("capacity", w, pol, seed);
+                        r.rate = rate;
+                        r.ttft_p90 = 0.5 * (k + 1) as f64;
+                        r.meets_slo = k < 2;
+                        probes.push(r);
+                    }
+                    for sync in [0.0, 5.0] {
+                        let mut r = sim("staleness_sync", w, pol, seed);
+                        r.sync_secs = sync;
+                        stale.push(r);
+                    }
+                }
+            }
+            for (a, b) in [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)] {
+                for seed in [0, 1] {
+                    let spec = format!("weighted:alpha={a},beta={b},gamma=0");
+                    weights.push(sim("weights", w, &spec, seed));
+                }
+            }
+            for n in [2, 8, 32] {
+                for pol in ["round_robin", "cache_affinity"] {
+                    for seed in [0, 1] {
+                        let mut r = sim("scale", w, pol, seed);
+                        r.instances = n;
+                        r.ttft_p90 = if pol == "round_robin" { 2.0 } else { 1.0 };
+                        scale.push(r);
+                    }
+                }
+            }
+        }
+        write_csv(&dir.join("study1_capacity.csv"), &cap).unwrap();
+        write_csv(&dir.join("study1_capacity_probes.csv"), &probes).unwrap();
+        write_csv(&dir.join("study2_weights.csv"), &weights).unwrap();
+        write_csv(&dir.join("study3_staleness.csv"), &stale).unwrap();
+        write_csv(&dir.join("study4_scale.csv"), &scale).unwrap();
+        let stamp = Stamp {
+            command: "sim study --figures-from".into(),
+            commit: "test".into(),
+        };
+        let files = render_from(&dir, &stamp).unwrap();
+        let mut names: Vec<String> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "png"))
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "capacity_p_128k.png",
+                "latency_p_128k_gsp.png",
+                "latency_p_128k_rag.png",
+                "scale_gain.png",
+                "staleness_sync_gsp.png",
+                "staleness_sync_rag.png",
+                "weights_gsp.png",
+                "weights_rag.png",
+            ]
+        );
+        // The regimes read back: requests per session from the capacity
+        // rows, the objective from the probes.
+        let keys = regimes_of(&cap, &probes);
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].turns_per_session, keys[0].slo_ttft), (4.0, 2.0));
+        // A damaged CSV is refused with its name.
+        std::fs::write(dir.join("study2_weights.csv"), "study,profile\nweights").unwrap();
+        let e = render_from(&dir, &stamp).unwrap_err().to_string();
+        assert!(e.contains("study2_weights.csv"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_knee_is_interpolated_on_log_axes() {
