@@ -82,8 +82,9 @@ pub struct RefLine {
 }
 
 /// Okabe–Ito colours (distinguishable with the common colour-vision
-/// deficiencies), yellow left out for contrast on white, then greys.
-const COLORS: [RGBColor; 9] = [
+/// deficiencies), yellow left out for contrast on white, then greys and
+/// three of Paul Tol's muted colours for the charts with more series.
+const COLORS: [RGBColor; 12] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -93,6 +94,9 @@ const COLORS: [RGBColor; 9] = [
     RGBColor(0, 0, 0),
     RGBColor(120, 120, 120),
     RGBColor(170, 170, 170),
+    RGBColor(136, 34, 85),
+    RGBColor(153, 153, 51),
+    RGBColor(51, 34, 136),
 ];
 
 /// A line chart (or one panel of [`Panels`]).
