@@ -424,6 +424,18 @@ pub fn scale_gain(
     )?)
 }
 
+/// The regimes among `regimes` that `rows` hold runs of.
+pub(crate) fn regimes_in(
+    regimes: &[std::sync::Arc<crate::Regime>],
+    rows: &[SimRow],
+) -> Vec<RegimeKey> {
+    regimes
+        .iter()
+        .map(|r| RegimeKey::from(&**r))
+        .filter(|k| rows.iter().any(|x| k.holds(x)))
+        .collect()
+}
+
 fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StudyError> {
     let bad = |e: &dyn std::fmt::Display| StudyError::Write {
         path: path.display().to_string(),

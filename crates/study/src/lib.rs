@@ -37,8 +37,8 @@ pub mod workloads;
 pub use crate::regime::Regime;
 pub use crate::report::Verdict;
 pub use crate::studies::{
-    all_policies, live_workloads, run, LiveRow, LiveRunner, RouterChoice, StudyConfig, StudyOutput,
-    CACHE_AWARE, LOAD_ONLY, ROWS_TO_BEAT,
+    all_policies, live_workloads, report_from, run, LiveRow, LiveRunner, RouterChoice, StudyConfig,
+    StudyOutput, CACHE_AWARE, LOAD_ONLY, ROWS_TO_BEAT,
 };
 
 use kvroute_workload::Session;

@@ -93,7 +93,7 @@ impl RouterChoice {
 }
 
 /// One live run's outcome: engine-side timers first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LiveRow {
     /// Workload.
     pub workload: String,
@@ -577,11 +577,7 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
             "weighted",
         ];
         let scale_load = 0.8;
-        let mut base = Vec::new();
-        for d in scale_workloads(cfg.quick) {
-            let w = Arc::new(workloads::build(&d, seed0)?);
-            base.push(Arc::new(Regime::new(&p, &w, 2)?));
-        }
+        let base = scale_base(&p, cfg.quick, seed0)?;
         let (rows2, _) = capacities(&base, &["round_robin"], &cfg.seeds, "scale")?;
         let caps2 = by_regime(&rows2);
         let mut jobs = Vec::new();
@@ -702,6 +698,115 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
     })
 }
 
+/// The regimes of the scale study at 2 instances (their workloads, built
+/// with `seed`), on `profile`'s long-context variant.
+fn scale_base(profile: &Profile, quick: bool, seed: u64) -> Result<Vec<Arc<Regime>>, StudyError> {
+    let p = workloads::long_context(profile);
+    scale_workloads(quick)
+        .iter()
+        .map(|d| {
+            let w = Arc::new(workloads::build(d, seed)?);
+            Ok(Arc::new(Regime::new(&p, &w, 2)?))
+        })
+        .collect()
+}
+
+fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StudyError> {
+    let bad = |e: &dyn std::fmt::Display| StudyError::Write {
+        path: path.display().to_string(),
+        message: format!("reading: {e}"),
+    };
+    let mut r = csv::Reader::from_path(path).map_err(|e| bad(&e))?;
+    r.deserialize().map(|x| x.map_err(|e| bad(&e))).collect()
+}
+
+/// Write the results document and the figures again from the CSVs a
+/// finished run left in `dir`, simulating nothing but each regime's
+/// workload and unloaded baseline (the facts the document states about
+/// it). `cfg` must describe that run (profiles, seed profile, instances,
+/// seeds); a regime whose objective differs from the CSVs' is refused —
+/// the CSVs then come from another configuration or code version.
+/// `data_of` is that run's command and commit; `live_engines` describes
+/// its live engines (the live section is left out without it).
+pub fn report_from(
+    cfg: &StudyConfig,
+    dir: &Path,
+    data_of: (String, String),
+    live_engines: Option<String>,
+) -> Result<StudyOutput, StudyError> {
+    let seed0 = *cfg
+        .seeds
+        .first()
+        .ok_or_else(|| StudyError::Config("at least one seed".into()))?;
+    let capacity: Vec<CapacityRow> = read_rows(&dir.join("study1_capacity.csv"))?;
+    let probes: Vec<SimRow> = read_rows(&dir.join("study1_capacity_probes.csv"))?;
+    let regimes = workloads::regimes(
+        &cfg.gpu_profiles,
+        cfg.seed_profile.as_ref(),
+        cfg.instances,
+        cfg.quick,
+        seed0,
+    )?;
+    for r in &regimes {
+        let slo = probes
+            .iter()
+            .find(|p| {
+                p.profile == r.profile.name
+                    && p.workload == r.workload.name
+                    && p.instances == r.instances
+            })
+            .map(|p| p.slo_ttft)
+            .ok_or_else(|| {
+                StudyError::Config(format!(
+                    "{}: no capacity probes in {}",
+                    r.label(),
+                    dir.display()
+                ))
+            })?;
+        if (slo - r.slo.ttft_secs).abs() > 1e-9 * slo.abs().max(1.0) {
+            return Err(StudyError::Config(format!(
+                "{}: the CSVs' TTFT objective is {slo} s, this configuration's {} s: they come from another configuration or code version",
+                r.label(),
+                r.slo.ttft_secs
+            )));
+        }
+    }
+    let mut rep = Report::new(cfg, &regimes);
+    rep.data_of = Some(data_of);
+    rep.capacity = capacity;
+    rep.fixed = read_rows(&dir.join("study1_fixed_load.csv"))?;
+    let s2: Vec<SimRow> = read_rows(&dir.join("study2_weights.csv"))?;
+    let focus: Vec<RegimeKey> = figures::regimes_in(&regimes, &s2);
+    rep.weights = crate::report::weights_summary(&s2, &focus);
+    rep.weights_rows = s2;
+    rep.staleness = read_rows(&dir.join("study3_staleness.csv"))?;
+    let s4: Vec<SimRow> = read_rows(&dir.join("study4_scale.csv"))?;
+    if let Some(p) = cfg.gpu_profiles.first() {
+        rep.scale_base = scale_base(p, cfg.quick, seed0)?;
+    }
+    rep.scale_gains = crate::report::scale_gains(&s4);
+    rep.scale = s4;
+    let live = dir.join("study5_live.csv");
+    if live.exists() && live_engines.is_some() {
+        rep.live = read_rows(&live)?;
+        rep.live_engines = live_engines;
+    }
+    let mut files = figures::render_from(dir, &cfg.stamp)?;
+    let markdown = rep.markdown();
+    let verdicts = rep.verdicts();
+    let path = dir.join("results.md");
+    std::fs::write(&path, &markdown).map_err(|e| StudyError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    files.push(path);
+    Ok(StudyOutput {
+        files,
+        verdicts,
+        markdown,
+    })
+}
+
 /// A name usable in a file name.
 pub(crate) fn file_safe(s: &str) -> String {
     s.chars()
@@ -713,4 +818,99 @@ pub(crate) fn file_safe(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvroute_sim::Profile;
+
+    /// The document is written again from CSVs: the regimes rebuilt from the
+    /// configuration, the data's run named, and CSVs whose objectives do not
+    /// match the configuration refused.
+    #[test]
+    fn the_report_is_written_again_from_a_runs_csvs() {
+        let dir = std::env::temp_dir().join(format!("kvroute-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = StudyConfig {
+            out_dir: dir.clone(),
+            quick: true,
+            seeds: vec![0, 1],
+            stamp: Stamp {
+                command: "sim study --report-from".into(),
+                commit: "new".into(),
+            },
+            gpu_profiles: vec![Profile::load("llama3-8b-a100").unwrap()],
+            seed_profile: None,
+            instances: 4,
+        };
+        let regimes = workloads::regimes(&cfg.gpu_profiles, None, 4, true, 0).unwrap();
+        let row = |r: &Regime, study: &str, policy: &str, seed: u64| SimRow {
+            study: study.into(),
+            profile: r.profile.name.clone(),
+            workload: r.workload.name.clone(),
+            policy: policy.into(),
+            instances: r.instances,
+            seed,
+            load: 1.0,
+            rate: 1.0,
+            slo_ttft: r.slo.ttft_secs,
+            slo_tpot: r.slo.tpot_secs,
+            requests: 10,
+            ttft_p90: 0.5,
+            meets_slo: true,
+            ..Default::default()
+        };
+        let (mut cap, mut probes, mut fixed) = (vec![], vec![], vec![]);
+        for r in &regimes {
+            for p in all_policies() {
+                for seed in [0, 1] {
+                    cap.push(CapacityRow {
+                        profile: r.profile.name.clone(),
+                        workload: r.workload.name.clone(),
+                        instances: r.instances,
+                        policy: p.into(),
+                        seed,
+                        sessions_per_s: 1.0,
+                        requests_per_s: r.turns_per_session,
+                        missed_at: 2.0,
+                        probes: 2,
+                        bracketed: true,
+                        capped: false,
+                    });
+                    probes.push(row(r, "capacity", p, seed));
+                    fixed.push(row(r, "fixed", p, seed));
+                }
+            }
+        }
+        write_csv(&dir.join("study1_capacity.csv"), &cap).unwrap();
+        write_csv(&dir.join("study1_capacity_probes.csv"), &probes).unwrap();
+        write_csv(&dir.join("study1_fixed_load.csv"), &fixed).unwrap();
+        for f in [
+            "study2_weights.csv",
+            "study3_staleness.csv",
+            "study4_scale.csv",
+        ] {
+            write_csv::<SimRow>(&dir.join(f), &[]).unwrap();
+        }
+        let data_of = ("sim study".to_string(), "old".to_string());
+        let out = report_from(&cfg, &dir, data_of.clone(), None).unwrap();
+        let head = &out.markdown[..600.min(out.markdown.len())];
+        assert!(
+            head.contains("Simulated and measured by `sim study` at commit `old`")
+                && head.contains("written again from that run's CSVs")
+                && head.contains("by `sim study --report-from` at commit `new`"),
+            "{head}"
+        );
+        assert!(out.markdown.contains("## How to read it"));
+        assert!(out.files.iter().any(|f| f.ends_with("results.md")));
+        // Another objective: the CSVs are not this configuration's.
+        probes[0].slo_ttft *= 2.0;
+        write_csv(&dir.join("study1_capacity_probes.csv"), &probes).unwrap();
+        let e = report_from(&cfg, &dir, data_of, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another configuration or code version"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
