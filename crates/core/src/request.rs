@@ -6,16 +6,15 @@ use serde::{Deserialize, Serialize};
 /// A request to be routed, reduced to what routing needs.
 ///
 /// The prompt is carried as its block hashes (computed once by the caller with
-/// the engines' [`BlockHasher`](crate::BlockHasher)); token ids are kept when
-/// known, but policies never need them.
+/// the engines' [`BlockHasher`](crate::BlockHasher)) and its length; token ids
+/// are not: no policy needs them, and a router that only knows hashes (block
+/// traces, a data plane that hashed for it) routes the same.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteRequest {
     /// Unique id.
     pub id: RequestId,
     /// Conversation it belongs to, if known.
     pub session: Option<SessionId>,
-    /// Prompt token ids (may be empty when only hashes are known, as in block traces).
-    pub tokens: Vec<u32>,
     /// Hashes of the prompt's full blocks, in order.
     pub block_hashes: Vec<BlockHash>,
     /// Tokens per block that `block_hashes` were computed with.

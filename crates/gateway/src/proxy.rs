@@ -302,7 +302,6 @@ impl Gateway {
             session: headers
                 .get(HEADER_SESSION_ID)
                 .map(|v| session_id(v.as_bytes())),
-            tokens: Vec::new(),
             block_hashes,
             block_size: u32::try_from(self.encoder.hasher().block_size()).unwrap_or(u32::MAX),
             prompt_tokens,

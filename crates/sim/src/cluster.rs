@@ -414,7 +414,6 @@ impl Cluster {
             block_size: self.hasher.block_size() as u32,
             prompt_tokens: tokens.len() as u32,
             expected_output_tokens: Some(max_tokens),
-            tokens: Vec::new(),
         };
         let routed = match self.dispatcher.route(&req) {
             Ok(r) => r,
