@@ -2,7 +2,7 @@
 //! the gauges the router reads are looked up on whatever parsed.
 #![no_main]
 
-use kvroute_metrics::{CacheConfig, EngineGauges, Scrape};
+use kvroute_metrics::{CacheConfig, EngineReading, Scrape};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(scrape) = Scrape::parse(text) {
-        let _ = EngineGauges::from_scrape(&scrape);
+        let _ = EngineReading::from_scrape(&scrape);
         let _ = CacheConfig::from_scrape(&scrape);
     }
 });
