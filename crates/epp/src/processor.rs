@@ -261,11 +261,7 @@ impl Exchange {
     fn read_headers(&mut self, headers: Option<&EnvoyHeaders>) {
         let Some(hs) = headers else { return };
         for h in &hs.headers {
-            let value: &[u8] = if h.raw_value.is_empty() {
-                h.value.as_bytes()
-            } else {
-                &h.raw_value
-            };
+            let value = bytes_of(h);
             if h.key == ":path" {
                 self.path = String::from_utf8_lossy(value).into_owned();
             } else if !h.key.starts_with(':') {
@@ -426,13 +422,18 @@ fn streamed(body: Vec<u8>, end_of_stream: bool) -> BodyResponse {
     }
 }
 
+/// A header's bytes: Envoy sends `raw_value`, older versions `value`.
+fn bytes_of(h: &HeaderValue) -> &[u8] {
+    if h.raw_value.is_empty() {
+        h.value.as_bytes()
+    } else {
+        &h.raw_value
+    }
+}
+
 fn header(headers: Option<&EnvoyHeaders>, key: &str) -> Option<String> {
     let h = headers?.headers.iter().find(|h| h.key == key)?;
-    Some(if h.raw_value.is_empty() {
-        h.value.clone()
-    } else {
-        String::from_utf8_lossy(&h.raw_value).into_owned()
-    })
+    Some(String::from_utf8_lossy(bytes_of(h)).into_owned())
 }
 
 /// `{"envoy.lb": {"x-gateway-destination-endpoint": endpoint}}`.

@@ -59,16 +59,10 @@ impl From<&crate::Regime> for RegimeKey {
     }
 }
 
-/// Seconds for a legend: `0.5`, `2`, `1.25`.
-fn secs(v: f64) -> String {
-    let t = format!("{v:.2}");
-    t.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 fn objective(r: &RegimeKey) -> RefLine {
     RefLine {
         y: r.slo_ttft,
-        label: format!("TTFT objective {} s", secs(r.slo_ttft)),
+        label: format!("TTFT objective {} s", plot::tick(r.slo_ttft)),
     }
 }
 
@@ -436,7 +430,8 @@ pub(crate) fn regimes_in(
         .collect()
 }
 
-fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StudyError> {
+/// The rows of a CSV a run wrote; a damaged file is refused with its name.
+pub(crate) fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StudyError> {
     let bad = |e: &dyn std::fmt::Display| StudyError::Write {
         path: path.display().to_string(),
         message: format!("reading: {e}"),

@@ -130,7 +130,7 @@ pub struct Panels {
 }
 
 /// A tick label without trailing zeros: 2, 0.5, 1024, 0.25.
-fn tick(v: f64) -> String {
+pub(crate) fn tick(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }

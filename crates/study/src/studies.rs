@@ -683,9 +683,14 @@ pub fn run(cfg: &StudyConfig, live: Option<&dyn LiveRunner>) -> Result<StudyOutp
         rep.live = rows;
     }
 
+    finish(&rep, &cfg.out_dir, files)
+}
+
+/// Write the document to `dir/results.md` and gather the output.
+fn finish(rep: &Report, dir: &Path, mut files: Vec<PathBuf>) -> Result<StudyOutput, StudyError> {
     let markdown = rep.markdown();
     let verdicts = rep.verdicts();
-    let path = cfg.out_dir.join("results.md");
+    let path = dir.join("results.md");
     std::fs::write(&path, &markdown).map_err(|e| StudyError::Write {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -711,15 +716,6 @@ fn scale_base(profile: &Profile, quick: bool, seed: u64) -> Result<Vec<Arc<Regim
         .collect()
 }
 
-fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StudyError> {
-    let bad = |e: &dyn std::fmt::Display| StudyError::Write {
-        path: path.display().to_string(),
-        message: format!("reading: {e}"),
-    };
-    let mut r = csv::Reader::from_path(path).map_err(|e| bad(&e))?;
-    r.deserialize().map(|x| x.map_err(|e| bad(&e))).collect()
-}
-
 /// Write the results document and the figures again from the CSVs a
 /// finished run left in `dir`, simulating nothing but each regime's
 /// workload and unloaded baseline (the facts the document states about
@@ -738,8 +734,8 @@ pub fn report_from(
         .seeds
         .first()
         .ok_or_else(|| StudyError::Config("at least one seed".into()))?;
-    let capacity: Vec<CapacityRow> = read_rows(&dir.join("study1_capacity.csv"))?;
-    let probes: Vec<SimRow> = read_rows(&dir.join("study1_capacity_probes.csv"))?;
+    let capacity: Vec<CapacityRow> = figures::read_csv(&dir.join("study1_capacity.csv"))?;
+    let probes: Vec<SimRow> = figures::read_csv(&dir.join("study1_capacity_probes.csv"))?;
     let regimes = workloads::regimes(
         &cfg.gpu_profiles,
         cfg.seed_profile.as_ref(),
@@ -774,13 +770,13 @@ pub fn report_from(
     let mut rep = Report::new(cfg, &regimes);
     rep.data_of = Some(data_of);
     rep.capacity = capacity;
-    rep.fixed = read_rows(&dir.join("study1_fixed_load.csv"))?;
-    let s2: Vec<SimRow> = read_rows(&dir.join("study2_weights.csv"))?;
+    rep.fixed = figures::read_csv(&dir.join("study1_fixed_load.csv"))?;
+    let s2: Vec<SimRow> = figures::read_csv(&dir.join("study2_weights.csv"))?;
     let focus: Vec<RegimeKey> = figures::regimes_in(&regimes, &s2);
     rep.weights = crate::report::weights_summary(&s2, &focus);
     rep.weights_rows = s2;
-    rep.staleness = read_rows(&dir.join("study3_staleness.csv"))?;
-    let s4: Vec<SimRow> = read_rows(&dir.join("study4_scale.csv"))?;
+    rep.staleness = figures::read_csv(&dir.join("study3_staleness.csv"))?;
+    let s4: Vec<SimRow> = figures::read_csv(&dir.join("study4_scale.csv"))?;
     if let Some(p) = cfg.gpu_profiles.first() {
         rep.scale_base = scale_base(p, cfg.quick, seed0)?;
     }
@@ -788,23 +784,11 @@ pub fn report_from(
     rep.scale = s4;
     let live = dir.join("study5_live.csv");
     if live.exists() && live_engines.is_some() {
-        rep.live = read_rows(&live)?;
+        rep.live = figures::read_csv(&live)?;
         rep.live_engines = live_engines;
     }
-    let mut files = figures::render_from(dir, &cfg.stamp)?;
-    let markdown = rep.markdown();
-    let verdicts = rep.verdicts();
-    let path = dir.join("results.md");
-    std::fs::write(&path, &markdown).map_err(|e| StudyError::Write {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    files.push(path);
-    Ok(StudyOutput {
-        files,
-        verdicts,
-        markdown,
-    })
+    let files = figures::render_from(dir, &cfg.stamp)?;
+    finish(&rep, dir, files)
 }
 
 /// A name usable in a file name.
