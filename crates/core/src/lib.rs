@@ -48,6 +48,7 @@ pub use crate::policy::{ClusterView, Completion, Outcome, Overlap, PickError, Po
 pub use crate::request::RouteRequest;
 pub use crate::rng::{mix64, BuildMix, FastMap, MixHasher, SeededRng};
 pub use crate::slo::Slo;
+pub use crate::stats::Stats;
 pub use crate::time::{Clock, ManualClock, Nanos, SystemClock};
 pub use crate::view::StaticView;
 
@@ -61,5 +62,6 @@ mod policy;
 mod request;
 mod rng;
 mod slo;
+mod stats;
 mod time;
 mod view;

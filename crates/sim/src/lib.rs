@@ -43,9 +43,10 @@ pub use crate::cluster::{engine_estimates, Cluster, ClusterConfig, Driver, RunRe
 pub use crate::engine::{AdmitError, Engine, EngineCounters, EngineRequest, Finished, StepOutput};
 pub use crate::kv::BlockPool;
 pub use crate::profile::{EngineLimits, Frontend, LatencyModel, Profile, ProfileError, StepWork};
-pub use crate::summary::{cv, RejectCause, Rejections, RequestRecord, Stats, Summary};
+pub use crate::summary::{cv, RejectCause, Rejections, RequestRecord, Summary};
 pub use crate::sweep::{run_shared, Sweep, SweepPoint, SweepRow};
 pub use kvroute_core::Slo;
+pub use kvroute_core::Stats;
 
 pub mod calibrate;
 mod cluster;

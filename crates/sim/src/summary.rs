@@ -4,7 +4,7 @@
 //! [`RejectCause`]), which every printed summary puts first: a summary of the
 //! requests that ran says nothing about the ones that did not.
 
-use kvroute_core::Slo;
+use kvroute_core::{Slo, Stats};
 use serde::{Deserialize, Serialize};
 
 /// One request's outcome (a row of the per-request CSV).
@@ -163,46 +163,6 @@ impl RequestRecord {
     }
 }
 
-/// Mean and percentiles of a sample.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Samples.
-    pub n: usize,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-}
-
-impl Stats {
-    /// From samples (NaN when empty). Percentiles are nearest-rank.
-    pub fn of(mut xs: Vec<f64>) -> Stats {
-        xs.retain(|x| x.is_finite());
-        if xs.is_empty() {
-            return Stats {
-                n: 0,
-                mean: f64::NAN,
-                p50: f64::NAN,
-                p90: f64::NAN,
-                p99: f64::NAN,
-            };
-        }
-        xs.sort_by(f64::total_cmp);
-        let q = |p: f64| xs[(((xs.len() as f64) * p).ceil() as usize).clamp(1, xs.len()) - 1];
-        Stats {
-            n: xs.len(),
-            mean: xs.iter().sum::<f64>() / xs.len() as f64,
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-        }
-    }
-}
-
 /// The summary of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -303,10 +263,10 @@ impl Summary {
             requests: records.len(),
             failed: records.len() - ok.len(),
             rejected,
-            ttft: Stats::of(ok.iter().map(|r| r.ttft()).collect()),
-            tpot: Stats::of(ok.iter().filter_map(|r| r.tpot()).collect()),
-            e2e: Stats::of(ok.iter().map(|r| r.e2e()).collect()),
-            queue: Stats::of(ok.iter().map(|r| r.queue_time).collect()),
+            ttft: Stats::of(ok.iter().map(|r| r.ttft())),
+            tpot: Stats::of(ok.iter().filter_map(|r| r.tpot())),
+            e2e: Stats::of(ok.iter().map(|r| r.e2e())),
+            queue: Stats::of(ok.iter().map(|r| r.queue_time)),
             throughput_rps: ok.len() as f64 / window,
             output_tps: ok.iter().map(|r| f64::from(r.output_tokens)).sum::<f64>() / window,
             goodput_rps: good as f64 / window,
@@ -322,14 +282,6 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let s = Stats::of((1..=100).map(f64::from).collect());
-        assert_eq!((s.p50, s.p90, s.p99, s.mean), (50.0, 90.0, 99.0, 50.5));
-        assert!(Stats::of(vec![]).mean.is_nan());
-        assert_eq!(Stats::of(vec![3.0]).p99, 3.0);
-    }
 
     fn record(id: u64, rejected: Option<RejectCause>, dropped_turns: u32) -> RequestRecord {
         RequestRecord {

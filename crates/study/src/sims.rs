@@ -266,8 +266,8 @@ pub fn run(regime: &Regime, job: &Job) -> Result<SimRow, StudyError> {
     let s = r.summary;
     let meets = s.failed == 0
         && s.requests > 0
-        && s.ttft.p90 <= regime.slo.ttft_secs
-        && (s.tpot.p90.is_nan() || s.tpot.p90 <= regime.slo.tpot_secs);
+        && s.ttft.p90.is_some_and(|p| p <= regime.slo.ttft_secs)
+        && s.tpot.p90.is_none_or(|p| p <= regime.slo.tpot_secs);
     Ok(SimRow {
         study: job.study.to_string(),
         profile: regime.profile.name.clone(),
@@ -284,17 +284,17 @@ pub fn run(regime: &Regime, job: &Job) -> Result<SimRow, StudyError> {
         slo_tpot: regime.slo.tpot_secs,
         requests: s.requests,
         failed: s.failed,
-        ttft_mean: s.ttft.mean,
-        ttft_p50: s.ttft.p50,
-        ttft_p90: s.ttft.p90,
-        ttft_p99: s.ttft.p99,
-        tpot_mean: s.tpot.mean,
-        tpot_p90: s.tpot.p90,
-        tpot_p99: s.tpot.p99,
-        e2e_mean: s.e2e.mean,
-        e2e_p50: s.e2e.p50,
-        e2e_p90: s.e2e.p90,
-        e2e_p99: s.e2e.p99,
+        ttft_mean: s.ttft.mean.unwrap_or(f64::NAN),
+        ttft_p50: s.ttft.p50.unwrap_or(f64::NAN),
+        ttft_p90: s.ttft.p90.unwrap_or(f64::NAN),
+        ttft_p99: s.ttft.p99.unwrap_or(f64::NAN),
+        tpot_mean: s.tpot.mean.unwrap_or(f64::NAN),
+        tpot_p90: s.tpot.p90.unwrap_or(f64::NAN),
+        tpot_p99: s.tpot.p99.unwrap_or(f64::NAN),
+        e2e_mean: s.e2e.mean.unwrap_or(f64::NAN),
+        e2e_p50: s.e2e.p50.unwrap_or(f64::NAN),
+        e2e_p90: s.e2e.p90.unwrap_or(f64::NAN),
+        e2e_p99: s.e2e.p99.unwrap_or(f64::NAN),
         goodput_rps: s.goodput_rps,
         throughput_rps: s.throughput_rps,
         hit_rate: s.cache_hit_rate,
