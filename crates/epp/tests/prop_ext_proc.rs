@@ -166,7 +166,7 @@ proptest! {
         msgs in proptest::collection::vec(msg(), 0..8),
         read_replies in any::<bool>(),
     ) {
-        let p = PICKER.with(|p| Arc::clone(p));
+        let p = PICKER.with(Arc::clone);
         PANICS.store(0, std::sync::atomic::Ordering::SeqCst);
         p.rt.block_on(async {
             let mut client = ExternalProcessorClient::connect(p.url.clone()).await.unwrap();
