@@ -1,19 +1,13 @@
-//! `sim validate`: the simulator's accuracy. The same replays (same sessions,
-//! same Poisson arrivals, same policies) run on live engines through the
-//! router and in the simulator with a profile; the table compares mean and
-//! p90 TTFT and E2E.
+//! `sim validate`: the simulator's accuracy — the options; the replays and
+//! the table are `kvroute_live::validate`.
 
-use crate::live::{Live, RealArgs};
+use crate::live::{Engines, Live, RealArgs};
 use anyhow::{Context, Result};
 use clap::Args;
+use kvroute_live::validate::{validate, validation_table};
 use kvroute_sim::Profile;
-use kvroute_study::capacity;
-use kvroute_study::sims::{self, Job};
-use kvroute_study::{workloads, LiveRunner, Regime, RouterChoice};
-use serde::Serialize;
-use std::fmt::Write as _;
+use kvroute_study::LiveRunner;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Compare the simulator with live engines.
 #[derive(Debug, Args)]
@@ -56,103 +50,29 @@ pub struct ValidateArgs {
     seed: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct Row {
-    workload: String,
-    policy: String,
-    load: f64,
-    rate: f64,
-    requests_live: usize,
-    requests_sim: usize,
-    ttft_mean_live: f64,
-    ttft_mean_sim: f64,
-    ttft_p90_live: f64,
-    ttft_p90_sim: f64,
-    e2e_mean_live: f64,
-    e2e_mean_sim: f64,
-    e2e_p90_live: f64,
-    e2e_p90_sim: f64,
-    hit_live: f64,
-    hit_sim: f64,
-}
-
-fn err(sim: f64, live: f64) -> f64 {
-    sim / live - 1.0
-}
-
 pub fn run(a: ValidateArgs, argv: &str) -> Result<()> {
     let profile =
         Profile::load(&a.profile).with_context(|| format!("loading profile {}", a.profile))?;
     let loads = crate::spec::list::<f64>("--loads", &a.loads)?;
     let engines = a.real_engines.engines(a.real, a.speedup);
+    let instances = match &engines {
+        Engines::Real { urls, .. } => urls.len(),
+        Engines::Emulated { .. } => 2,
+    };
     let (multi, single) = (
         a.sessions.first().copied().unwrap_or(16),
         a.sessions.get(1).copied().unwrap_or(48),
     );
     let live = Live::new(engines, profile.clone(), None)?.with_limits(multi, single);
-    let instances = match &a.real_engines.engines(a.real, a.speedup) {
-        crate::live::Engines::Real { urls, .. } => urls.len(),
-        crate::live::Engines::Emulated { .. } => 2,
-    };
-    let mut rows = Vec::new();
-    for spec in &a.workloads {
-        let name = spec.split(':').next().unwrap_or(spec);
-        let w = workloads::build_spec(name, spec, a.seed)?;
-        let sub = Arc::new(live.subset(&w));
-        let regime = Regime::new(&profile, &sub, instances)?;
-        // Round-robin's capacity under the regime's SLO, in the simulator.
-        let cap = capacity::search(
-            &regime,
-            &Job::new("validate", "round_robin", a.seed, f64::NAN, 0.0),
-            0.0,
-        )?
-        .row
-        .sessions_per_s;
-        let w = &sub;
-        for &load in &loads {
-            for p in &a.policies {
-                eprintln!(
-                    "[validate] {} {p} at {:.0}% ({:.3} sessions/s) on {}",
-                    w.name,
-                    load * 100.0,
-                    load * cap,
-                    live.engines()
-                );
-                let l = live.run(
-                    &sub,
-                    &RouterChoice::Kvroute(p.clone()),
-                    instances,
-                    load * cap,
-                    load,
-                    a.seed,
-                )?;
-                // Everything counted, as in the live run.
-                let job = Job {
-                    warmup_fraction: 0.0,
-                    ..Job::new("validate", p, a.seed, load, load * cap)
-                };
-                let s = sims::run(&regime, &job)?;
-                rows.push(Row {
-                    workload: w.name.clone(),
-                    policy: p.clone(),
-                    load,
-                    rate: load * cap,
-                    requests_live: l.requests,
-                    requests_sim: s.requests,
-                    ttft_mean_live: l.ttft_mean,
-                    ttft_mean_sim: s.ttft_mean,
-                    ttft_p90_live: l.client_ttft_p90,
-                    ttft_p90_sim: s.ttft_p90,
-                    e2e_mean_live: l.e2e_mean,
-                    e2e_mean_sim: s.e2e_mean,
-                    e2e_p90_live: l.client_e2e_p90,
-                    e2e_p90_sim: s.e2e_p90,
-                    hit_live: l.hit_rate,
-                    hit_sim: s.hit_rate,
-                });
-            }
-        }
-    }
+    let rows = validate(
+        &live,
+        &profile,
+        &a.workloads,
+        &a.policies,
+        &loads,
+        instances,
+        a.seed,
+    )?;
     if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
@@ -162,44 +82,13 @@ pub fn run(a: ValidateArgs, argv: &str) -> Result<()> {
         w.serialize(r)?;
     }
     w.flush()?;
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "Produced by `{argv}` against {} with profile `{}`.\n",
-        live.engines(),
-        profile.name
-    );
-    md.push_str("| workload | policy | load | requests | TTFT mean live / sim (err) | TTFT p90 live / sim (err) | E2E mean live / sim (err) | E2E p90 live / sim (err) | hit rate live / sim |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
-    let mut abs = [0.0f64; 4];
-    for r in &rows {
-        let e = [
-            err(r.ttft_mean_sim, r.ttft_mean_live),
-            err(r.ttft_p90_sim, r.ttft_p90_live),
-            err(r.e2e_mean_sim, r.e2e_mean_live),
-            err(r.e2e_p90_sim, r.e2e_p90_live),
-        ];
-        for (acc, x) in abs.iter_mut().zip(e) {
-            *acc += x.abs() / rows.len() as f64;
-        }
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0}% | {} / {} | {:.3} / {:.3} ({}) | {:.3} / {:.3} ({}) | {:.2} / {:.2} ({}) | {:.2} / {:.2} ({}) | {:.1}% / {:.1}% |",
-            r.workload, r.policy, r.load * 100.0, r.requests_live, r.requests_sim,
-            r.ttft_mean_live, r.ttft_mean_sim, pct(e[0]), r.ttft_p90_live, r.ttft_p90_sim, pct(e[1]),
-            r.e2e_mean_live, r.e2e_mean_sim, pct(e[2]), r.e2e_p90_live, r.e2e_p90_sim, pct(e[3]),
-            r.hit_live * 100.0, r.hit_sim * 100.0
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nMean |error| over {} runs: TTFT mean {:.1}%, TTFT p90 {:.1}%, E2E mean {:.1}%, E2E p90 {:.1}%.",
-        rows.len(),
-        abs[0] * 100.0,
-        abs[1] * 100.0,
-        abs[2] * 100.0,
-        abs[3] * 100.0
+    let md = validation_table(
+        &rows,
+        &format!(
+            "Produced by `{argv}` against {} with profile `{}`.",
+            LiveRunner::engines(&live),
+            profile.name
+        ),
     );
     if let Some(d) = a.table.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;

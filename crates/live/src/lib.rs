@@ -14,6 +14,8 @@
 //! and think times are scaled to the wall clock and every measured time is
 //! scaled back, so rows are in engine time and comparable with the simulator.
 
+pub mod validate;
+
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -60,6 +62,9 @@ pub enum LiveError {
     /// The load generator failed.
     #[error("load generator: {0}")]
     Loadgen(#[from] kvroute_loadgen::LoadgenError),
+    /// A workload, regime or simulation of the studies failed.
+    #[error(transparent)]
+    Study(#[from] StudyError),
 }
 
 type Result<T, E = LiveError> = std::result::Result<T, E>;

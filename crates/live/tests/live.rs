@@ -2,6 +2,7 @@
 //! kvroute's router binding their KV-event ports, the load generator
 //! replaying a shared-prefix workload; and the set-up errors a user can hit.
 
+use kvroute_live::validate::{validate, validation_table};
 use kvroute_live::{Engines, Live, LiveError};
 use kvroute_sim::Profile;
 use kvroute_study::workloads::build_spec;
@@ -75,4 +76,39 @@ fn set_up_errors_say_what_to_change() {
         e.to_string().contains("no peer router no-such-router"),
         "{e}"
     );
+}
+
+#[test]
+fn validation_compares_a_live_replay_with_the_simulator() {
+    let profile = Profile::load("vllm-cpu-tiny").unwrap();
+    let live = live(Engines::Emulated { speedup: 16.0 }).unwrap();
+    let rows = validate(
+        &live,
+        &profile,
+        &[
+            "gsp:groups=1,prompts_per_group=6,system_tokens=256,question_tokens=16,output_tokens=4"
+                .into(),
+        ],
+        &["round_robin".into()],
+        &[0.5],
+        2,
+        0,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    // The same six requests ran live and simulated.
+    assert_eq!((r.requests_live, r.requests_sim), (6, 6), "{r:?}");
+    for v in [
+        r.ttft_mean_live,
+        r.ttft_mean_sim,
+        r.e2e_mean_live,
+        r.e2e_mean_sim,
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{r:?}");
+    }
+    let md = validation_table(&rows, "heading");
+    assert!(md.starts_with("heading\n"));
+    assert!(md.contains("| gsp | round_robin | 50% | 6 / 6 |"), "{md}");
+    assert!(md.contains("Mean |error| over 1 runs: TTFT mean "), "{md}");
 }
