@@ -6,7 +6,9 @@
 //! filter's documented behaviour for the BUFFERED and FULL_DUPLEX_STREAMED
 //! request body modes.
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
+mod common;
+use common::headers;
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation::Mutation, external_processor_client::ExternalProcessorClient,
@@ -208,19 +210,6 @@ impl Stream {
             .expect("a reply in time")
             .expect("the stream is open")
             .expect("a reply, not an error")
-    }
-}
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    HeaderMap {
-        headers: pairs
-            .iter()
-            .map(|(k, v)| HeaderValue {
-                key: (*k).into(),
-                raw_value: v.as_bytes().to_vec(),
-                ..Default::default()
-            })
-            .collect(),
     }
 }
 

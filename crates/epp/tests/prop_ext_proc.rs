@@ -3,7 +3,8 @@
 //! cut anywhere — the picker answers or closes the stream, never panics,
 //! and every pick it made is released once the stream is gone.
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+mod common;
+use common::headers;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     external_processor_client::ExternalProcessorClient, processing_request::Request as Phase,
@@ -47,19 +48,6 @@ fn msg() -> impl Strategy<Value = Msg> {
         any::<bool>().prop_map(|end| Msg::ResponseBody { end }),
         Just(Msg::Observe),
     ]
-}
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    HeaderMap {
-        headers: pairs
-            .iter()
-            .map(|(k, v)| HeaderValue {
-                key: (*k).into(),
-                raw_value: v.as_bytes().to_vec(),
-                ..Default::default()
-            })
-            .collect(),
-    }
 }
 
 fn encode(m: &Msg) -> ProcessingRequest {
