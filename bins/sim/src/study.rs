@@ -97,10 +97,7 @@ fn copy_figures(files: &[PathBuf], doc: &Path) -> Result<()> {
     let figs = doc.parent().unwrap_or(Path::new(".")).join("figures");
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
     let mut kept = std::collections::BTreeSet::new();
-    for p in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-    {
+    for p in files.iter().filter(|p| is_png(p)) {
         if let Some(name) = p.file_name() {
             std::fs::copy(p, figs.join(name))
                 .with_context(|| format!("copying {}", p.display()))?;
@@ -109,13 +106,21 @@ fn copy_figures(files: &[PathBuf], doc: &Path) -> Result<()> {
     }
     for e in std::fs::read_dir(&figs).with_context(|| format!("reading {}", figs.display()))? {
         let p = e?.path();
-        let stale = p.extension().is_some_and(|x| x == "png")
-            && p.file_name().is_some_and(|n| !kept.contains(n));
+        let stale = is_png(&p) && p.file_name().is_some_and(|n| !kept.contains(n));
         if stale {
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
     Ok(())
+}
+
+fn is_png(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "png")
+}
+
+/// How many figures (PNGs) among `files`.
+fn pngs(files: &[PathBuf]) -> usize {
+    files.iter().filter(|p| is_png(p)).count()
 }
 
 /// Where the results document goes: `--doc`, else docs/results.md (with
@@ -156,10 +161,7 @@ fn redraw(a: &StudyArgs, dir: &Path, argv: &str) -> Result<()> {
     copy_figures(&files, &doc)?;
     eprintln!(
         "drew {} figures from {} (copied next to {})",
-        files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|x| x == "png"))
-            .count(),
+        pngs(&files),
         dir.display(),
         doc.display()
     );
@@ -171,7 +173,6 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         return redraw(&a, dir, argv);
     }
     let started = std::time::Instant::now();
-    let report_from = a.report_from.clone();
     let load = |p: &str| Profile::load(p).with_context(|| format!("loading profile {p}"));
     let mut names = if a.profiles.is_empty() {
         vec![
@@ -204,8 +205,8 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         },
         instances: a.instances,
     };
-    if let Some(dir) = report_from {
-        let data_of = original_run(&dir).with_context(|| {
+    if let Some(dir) = &a.report_from {
+        let data_of = original_run(dir).with_context(|| {
             format!(
                 "{}/results.md does not name the run that wrote the CSVs",
                 dir.display()
@@ -221,9 +222,9 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
                 Ok(kvroute_study::LiveRunner::engines(&live))
             })
             .transpose()?;
-        let out = kvroute_study::report_from(&cfg, &dir, data_of, engines)
+        let out = kvroute_study::report_from(&cfg, dir, data_of, engines)
             .with_context(|| format!("writing the results of {} again", dir.display()))?;
-        let doc = doc_path(&a, &dir);
+        let doc = doc_path(&a, dir);
         if doc != dir.join("results.md") {
             std::fs::write(&doc, &out.markdown)
                 .with_context(|| format!("writing {}", doc.display()))?;
@@ -232,10 +233,7 @@ pub fn run(a: StudyArgs, argv: &str) -> Result<()> {
         eprintln!(
             "wrote {} and {} figures from the CSVs in {} in {:.0}s",
             doc.display(),
-            out.files
-                .iter()
-                .filter(|p| p.extension().is_some_and(|x| x == "png"))
-                .count(),
+            pngs(&out.files),
             dir.display(),
             started.elapsed().as_secs_f64()
         );

@@ -226,8 +226,8 @@ impl Exchange {
                         }
                     }
                 }
-                let reply = self.send(Reply::ResponseHeaders(HeadersResponse::default()), None);
-                reply.await?;
+                self.send(Reply::ResponseHeaders(HeadersResponse::default()), None)
+                    .await?;
                 if h.end_of_stream {
                     self.finish();
                 }

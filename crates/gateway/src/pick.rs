@@ -161,9 +161,12 @@ impl Gateway {
         allowed: Option<&[String]>,
     ) -> Result<Pick, PickError> {
         let started = Instant::now();
-        let prepared = match ApiKind::from_path(path) {
-            Some(kind) => self.prepare(kind, headers, body).await?,
-            None => self.route_request(headers, 0, Vec::new(), None, false),
+        let (route, request_id) = match ApiKind::from_path(path) {
+            Some(kind) => {
+                let p = self.prepare(kind, headers, body).await?;
+                (p.route, p.request_id)
+            }
+            None => self.route_request(headers, 0, Vec::new(), None),
         };
         let exclude: Vec<InstanceId> = match allowed {
             None => Vec::new(),
@@ -183,7 +186,7 @@ impl Gateway {
         let t0 = Instant::now();
         let routed = self
             .dispatcher
-            .route_excluding(&prepared.route, &exclude)
+            .route_excluding(&route, &exclude)
             .map_err(|_| {
                 self.metrics.error("no_instance");
                 match allowed {
@@ -195,15 +198,13 @@ impl Gateway {
             })?;
         self.metrics
             .decision(t0.elapsed().as_secs_f64(), routed.decision.reason);
-        let cached_tokens = prepared
-            .route
-            .blocks_to_tokens(routed.decision.cached_blocks);
+        let cached_tokens = route.blocks_to_tokens(routed.decision.cached_blocks);
         Ok(Pick {
             gateway: Arc::clone(self),
             guard: routed.guard,
             decision: routed.decision,
             cached_tokens,
-            request_id: prepared.request_id,
+            request_id,
             started,
             first_token: false,
         })

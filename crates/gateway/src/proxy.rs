@@ -278,19 +278,24 @@ impl Gateway {
                 self.encoder.encode(&parsed.prompt)
             };
         let (prompt_tokens, block_hashes) = encoded?;
-        Ok(self.route_request(headers, prompt_tokens, block_hashes, max_tokens, stream))
+        let (route, request_id) =
+            self.route_request(headers, prompt_tokens, block_hashes, max_tokens);
+        Ok(Prepared {
+            route,
+            request_id,
+            stream,
+        })
     }
 
     /// The routing request for a prompt already turned into block hashes
-    /// (none for a request without a prompt).
+    /// (none for a request without a prompt), and its request id.
     pub(crate) fn route_request(
         &self,
         headers: &HeaderMap,
         prompt_tokens: u32,
         block_hashes: Vec<kvroute_core::BlockHash>,
         expected_output_tokens: Option<u32>,
-        stream: bool,
-    ) -> Prepared {
+    ) -> (RouteRequest, HeaderValue) {
         let rid = self.next_request.fetch_add(1, Ordering::Relaxed);
         let request_id = match headers.get(HEADER_REQUEST_ID) {
             Some(v) => v.clone(),
@@ -307,11 +312,7 @@ impl Gateway {
             prompt_tokens,
             expected_output_tokens,
         };
-        Prepared {
-            route,
-            request_id,
-            stream,
-        }
+        (route, request_id)
     }
 
     async fn inference(

@@ -42,8 +42,27 @@ impl RegimeKey {
         format!("{}/{}/{}", self.profile, self.workload, self.instances)
     }
 
-    fn holds(&self, r: &SimRow) -> bool {
-        r.profile == self.profile && r.workload == self.workload && r.instances == self.instances
+    /// Whether `r` ran in this regime.
+    pub(crate) fn holds(&self, r: &SimRow) -> bool {
+        self.is(&r.profile, &r.workload, r.instances)
+    }
+
+    fn is(&self, profile: &str, workload: &str, instances: usize) -> bool {
+        profile == self.profile && workload == self.workload && instances == self.instances
+    }
+
+    /// Whether capacity search `c` ran in this regime.
+    fn searched(&self, c: &CapacityRow) -> bool {
+        self.is(&c.profile, &c.workload, c.instances)
+    }
+
+    /// Those of `regimes` that `rows` hold runs of.
+    fn in_rows(regimes: &[RegimeKey], rows: &[SimRow]) -> Vec<RegimeKey> {
+        regimes
+            .iter()
+            .filter(|r| rows.iter().any(|x| r.holds(x)))
+            .cloned()
+            .collect()
     }
 }
 
@@ -85,12 +104,7 @@ pub fn capacity_bars(
     profiles.dedup();
     let caps = |r: &RegimeKey, pol: &str| -> Vec<(u64, f64)> {
         rows.iter()
-            .filter(|c| {
-                c.profile == r.profile
-                    && c.workload == r.workload
-                    && c.instances == r.instances
-                    && c.policy == pol
-            })
+            .filter(|c| r.searched(c) && c.policy == pol)
             .map(|c| (c.seed, c.requests_per_s))
             .collect()
     };
@@ -183,14 +197,7 @@ pub fn latency_panels(
             s.missed = rows.iter().map(|x| missed(x)).collect();
             s.knee = capacity
                 .iter()
-                .find(|c| {
-                    c.profile == r.profile
-                        && c.workload == r.workload
-                        && c.instances == r.instances
-                        && c.policy == pol
-                        && c.seed == seed
-                        && !c.capped
-                })
+                .find(|c| r.searched(c) && c.policy == pol && c.seed == seed && !c.capped)
                 .and_then(|c| knee(&s.points, c.requests_per_s));
             s
         };
@@ -423,11 +430,8 @@ pub(crate) fn regimes_in(
     regimes: &[std::sync::Arc<crate::Regime>],
     rows: &[SimRow],
 ) -> Vec<RegimeKey> {
-    regimes
-        .iter()
-        .map(|r| RegimeKey::from(&**r))
-        .filter(|k| rows.iter().any(|x| k.holds(x)))
-        .collect()
+    let keys: Vec<RegimeKey> = regimes.iter().map(|r| RegimeKey::from(&**r)).collect();
+    RegimeKey::in_rows(&keys, rows)
 }
 
 /// The rows of a CSV a run wrote; a damaged file is refused with its name.
@@ -513,23 +517,16 @@ pub fn render_from(dir: &Path, stamp: &Stamp) -> Result<Vec<PathBuf>, StudyError
         seed0,
         stamp,
     )?);
-    let in_rows = |rows: &[SimRow]| -> Vec<RegimeKey> {
-        regimes
-            .iter()
-            .filter(|r| rows.iter().any(|x| r.holds(x)))
-            .cloned()
-            .collect()
-    };
     files.extend(weights_heatmaps(
         &plots,
-        &in_rows(&weights),
+        &RegimeKey::in_rows(&regimes, &weights),
         &weights,
         seeds.len(),
         stamp,
     )?);
     files.extend(staleness_lines(
         &plots,
-        &in_rows(&staleness),
+        &RegimeKey::in_rows(&regimes, &staleness),
         &staleness,
         stamp,
     )?);

@@ -94,9 +94,7 @@ pub fn weights_summary(
     let mut out = Vec::new();
     for g in regimes {
         let mut by: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
-        for r in rows.iter().filter(|r| {
-            r.profile == g.profile && r.workload == g.workload && r.instances == g.instances
-        }) {
+        for r in rows.iter().filter(|r| g.holds(r)) {
             by.entry(r.policy.clone())
                 .or_default()
                 .push((r.seed, r.ttft_p90));
