@@ -35,7 +35,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingRequest, ProcessingResponse, StreamedBodyResponse, TrailersResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use kvroute_gateway::{Gateway, Pick, PickError, RequestError};
+use kvroute_gateway::{BodyHold, Gateway, Pick, PickError, RequestError};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,6 +99,8 @@ struct Exchange {
     headers: http::HeaderMap,
     allowed: Option<Vec<String>>,
     body: BytesMut,
+    /// The body's share of the router's request-byte budget.
+    held: BodyHold,
     /// Where the request headers' answer stands.
     stage: Stage,
     picked: bool,
@@ -131,6 +133,7 @@ impl Exchange {
             headers: http::HeaderMap::new(),
             allowed: None,
             body: BytesMut::new(),
+            held: BodyHold::default(),
             stage: Stage::Pending,
             picked: false,
             pick: None,
@@ -290,6 +293,14 @@ impl Exchange {
             let e = PickError::Request(RequestError::TooLarge { limit });
             return self.refuse(&e).await;
         }
+        // Bodies held by the picker count against proxy.max_buffered_body_bytes
+        // as the proxy's do: past it, 503 instead of more memory.
+        if let Err(e) = self
+            .gateway
+            .hold_body(&mut self.held, self.body.len() + b.body.len())
+        {
+            return self.refuse(&PickError::Request(e)).await;
+        }
         self.body.extend_from_slice(&b.body);
         if b.end_of_stream || b.end_of_stream_without_message {
             return self.pick_and_answer(true).await;
@@ -311,6 +322,8 @@ impl Exchange {
     async fn pick_and_answer(&mut self, body_ended: bool) -> Result<(), Closed> {
         self.picked = true;
         let body = std::mem::take(&mut self.body).freeze();
+        // Held until the body has been picked on and sent back.
+        let _held = std::mem::take(&mut self.held);
         let picked = self
             .gateway
             .pick(&self.path, &self.headers, &body, self.allowed.as_deref())

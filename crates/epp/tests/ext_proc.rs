@@ -45,6 +45,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start(policy: &str, engines: usize) -> Fixture {
+        Fixture::start_with(policy, engines, |_| {}).await
+    }
+
+    async fn start_with(
+        policy: &str,
+        engines: usize,
+        tune: impl FnOnce(&mut RouterConfig),
+    ) -> Fixture {
         let tokenizer_dir =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/tokenizers/qwen3");
         let tokenizer =
@@ -66,6 +74,7 @@ impl Fixture {
         config.health.interval_secs = 0.2;
         config.metrics_interval_secs = 0.2;
         config.shutdown_grace_secs = 2.0;
+        tune(&mut config);
         config.instances = running
             .iter()
             .map(|r| InstanceConfig::new(r.url()))
@@ -528,5 +537,55 @@ async fn subset_hints_bad_bodies_and_bodiless_requests() {
     // Streams that end without a response release their load (cancelled).
     f.eventually("every abandoned pick released", |f| f.inflight() == 0)
         .await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_bodies_count_against_the_routers_byte_budget() {
+    let f = Fixture::start_with("round_robin", 2, |c| {
+        c.proxy.max_body_bytes = 2048;
+        c.proxy.max_buffered_body_bytes = 2048;
+    })
+    .await;
+    let mut client = f.client().await;
+    let duplex = || {
+        let mut h = request_headers("/v1/completions", false);
+        h.protocol_config = Some(ProtocolConfiguration {
+            request_body_mode: BodySendMode::FullDuplexStreamed as i32,
+            ..Default::default()
+        });
+        h
+    };
+    let payload = completion(&"a prompt that fills the budget ".repeat(40));
+    assert!(
+        payload.len() > 1100 && payload.len() <= 2048,
+        "{}",
+        payload.len()
+    );
+    let (first, rest) = payload.split_at(1100);
+    // A holds 1.1 kB (2 KiB of budget) while its body is still arriving.
+    let mut a = Stream::open(&mut client).await;
+    a.send(duplex()).await;
+    a.send(body(first, false)).await;
+    // B's body does not fit beside it: 503, nothing buffered.
+    let mut b = Stream::open(&mut client).await;
+    b.send(duplex()).await;
+    b.send(body(first, false)).await;
+    let Some(Reply::ImmediateResponse(ir)) = b.recv().await.response else {
+        panic!("expected an immediate response");
+    };
+    assert_eq!(ir.status.unwrap().code, 503);
+    // A completes and is picked; its bytes go back to the budget.
+    a.send(body(rest, true)).await;
+    assert!(destination(&a.recv().await).is_some());
+    drop(a);
+    let mut c = Stream::open(&mut client).await;
+    c.send(duplex()).await;
+    c.send(body(&payload, true)).await;
+    assert!(
+        destination(&c.recv().await).is_some(),
+        "the budget was released"
+    );
+    drop((b, c));
     f.shutdown().await;
 }

@@ -91,7 +91,7 @@ pub use crate::gateway::{Gateway, UpstreamClient};
 pub use crate::metrics::RouterMetrics;
 pub use crate::pick::{Pick, PickError};
 pub use crate::proxy::{
-    Surface, HEADER_CACHED_TOKENS, HEADER_INSTANCE, HEADER_POLICY, HEADER_REASON,
+    BodyHold, Surface, HEADER_CACHED_TOKENS, HEADER_INSTANCE, HEADER_POLICY, HEADER_REASON,
     HEADER_REQUEST_ID, HEADER_SESSION_ID,
 };
 pub use crate::request::{parse_request, ApiKind, ParsedRequest, PromptInput, RequestError};

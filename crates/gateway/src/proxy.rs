@@ -100,9 +100,34 @@ pub(crate) struct Prepared {
     pub(crate) stream: bool,
 }
 
-/// Request bytes held for one request: released when dropped.
-pub(crate) struct BodyHold {
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+/// Request bytes one request holds against `proxy.max_buffered_body_bytes`
+/// (what all requests may hold at once): released when dropped.
+#[derive(Debug, Default)]
+pub struct BodyHold {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    kib: usize,
+}
+
+impl Gateway {
+    /// Grow `hold` to cover `bytes` of request body, or refuse with
+    /// [`RequestError::Overloaded`] (503) while all requests together hold
+    /// the whole budget.
+    pub fn hold_body(&self, hold: &mut BodyHold, bytes: usize) -> Result<(), RequestError> {
+        let want = bytes.div_ceil(1024);
+        if want <= hold.kib {
+            return Ok(());
+        }
+        let more = u32::try_from(want - hold.kib).map_err(|_| RequestError::Overloaded)?;
+        let p = Arc::clone(&self.body_budget)
+            .try_acquire_many_owned(more)
+            .map_err(|_| RequestError::Overloaded)?;
+        match hold.permit.as_mut() {
+            Some(h) => h.merge(p),
+            None => hold.permit = Some(p),
+        }
+        hold.kib = want;
+        Ok(())
+    }
 }
 
 impl Gateway {
@@ -215,26 +240,9 @@ impl Gateway {
             return Err(RequestError::TooLarge { limit });
         }
         let deadline = tokio::time::Instant::now() + self.timeouts.body_read;
-        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let mut held_kib = 0usize;
-        let mut reserve = |bytes: usize| -> Result<(), RequestError> {
-            let want = bytes.div_ceil(1024);
-            if want <= held_kib {
-                return Ok(());
-            }
-            let more = u32::try_from(want - held_kib).map_err(|_| RequestError::Overloaded)?;
-            let p = Arc::clone(&self.body_budget)
-                .try_acquire_many_owned(more)
-                .map_err(|_| RequestError::Overloaded)?;
-            match held.as_mut() {
-                Some(h) => h.merge(p),
-                None => held = Some(p),
-            }
-            held_kib = want;
-            Ok(())
-        };
+        let mut hold = BodyHold::default();
         let expected = declared.map_or(0, |n| n as usize);
-        reserve(expected)?;
+        self.hold_body(&mut hold, expected)?;
         let mut buf = bytes::BytesMut::with_capacity(expected);
         let after = self.timeouts.body_read;
         loop {
@@ -248,11 +256,11 @@ impl Gateway {
                 if buf.len() + data.len() > limit {
                     return Err(RequestError::TooLarge { limit });
                 }
-                reserve(buf.len() + data.len())?;
+                self.hold_body(&mut hold, buf.len() + data.len())?;
                 buf.extend_from_slice(&data);
             }
         }
-        Ok((buf.freeze(), BodyHold { _permit: held }))
+        Ok((buf.freeze(), hold))
     }
 
     /// Parse an inference body and turn its prompt into block hashes: the
